@@ -1,0 +1,107 @@
+"""``hunyuan-plugins`` command line.
+
+    hunyuan-plugins make-tiny --model a13b --dialect tencent --format bf16 --out DIR
+    hunyuan-plugins make-tiny --all DIR          # every model x dialect x format fixture
+    hunyuan-plugins chat [--model DIR] "Hello"   # reference core answers a chat request
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+DEFAULT_TINY = os.path.join(os.path.expanduser(os.environ.get("HUNYUAN_PLUGINS_CACHE", "~/.cache/hunyuan-plugins")),
+                            "tiny", "a13b-tencent-bf16")
+
+
+def tiny_suite() -> list[tuple[str, str, str]]:
+    """Every (model, dialect, format) combination make-tiny can write."""
+    from hunyuan_plugins.core.tiny import DIALECTS, FORMATS, MODELS
+
+    combos = []
+    for model, dialect, fmt in itertools.product(MODELS, DIALECTS, FORMATS):
+        if (dialect == "native" and model == "large") or (dialect != "tencent" and fmt in ("fp8", "gptq-int4")):
+            continue  # not expressible: see tiny_config
+        combos.append((model, dialect, fmt))
+    return combos
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from hunyuan_plugins.core.tiny import make_tiny
+
+    if args.all:
+        combos = tiny_suite()
+        for model, dialect, fmt in tqdm(combos, desc="tiny checkpoints", unit="ckpt"):
+            make_tiny(os.path.join(args.all, f"{model}-{dialect}-{fmt}"), model, dialect, fmt, args.size, args.seed)
+        print(f"wrote {len(combos)} checkpoints under {args.all}")
+        return 0
+    if not args.out:
+        raise SystemExit("make-tiny: give --out DIR (one checkpoint) or --all DIR (the whole suite)")
+    make_tiny(args.out, args.model, args.dialect, args.format, args.size, args.seed, args.shards)
+    print(f"wrote {args.model}/{args.dialect}/{args.format} ({args.size}) to {args.out}")
+    return 0
+
+
+def ensure_default_tiny() -> str:
+    """The main job's built-in default checkpoint, generated once and reused."""
+    from hunyuan_plugins.core.tiny import make_tiny
+
+    if not os.path.exists(os.path.join(DEFAULT_TINY, "config.json")):
+        make_tiny(DEFAULT_TINY, "a13b", "tencent", "bf16")
+    return DEFAULT_TINY
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoTokenizer
+
+    from hunyuan_plugins.core.model import generate, load_model
+
+    path = args.model or ensure_default_tiny()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    messages = [{"role": "user", "content": args.prompt}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, enable_thinking=not args.no_think)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    model = load_model(path, dtype=getattr(torch, args.dtype))
+    stop = tuple(model.cfg.eos_token_ids)
+    out = generate(model, ids, args.max_tokens, stop)
+    answer = {"model": path, "engine": "hunyuan_plugins reference core (plain torch, CPU)",
+              "prompt": prompt, "completion_ids": out, "completion": tokenizer.decode(out)}
+    print(json.dumps(answer, ensure_ascii=False, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hunyuan_plugins.core.tiny import DIALECTS, FORMATS, MODELS, SIZES
+
+    parser = argparse.ArgumentParser(prog="hunyuan-plugins", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("make-tiny", help="write tiny generated Hunyuan checkpoints (test fixtures)")
+    p.add_argument("--model", choices=MODELS, default="a13b")
+    p.add_argument("--dialect", choices=DIALECTS, default="tencent")
+    p.add_argument("--format", choices=FORMATS, default="bf16")
+    p.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1, help="write an index-sharded checkpoint")
+    p.add_argument("--out", help="output directory of one checkpoint")
+    p.add_argument("--all", metavar="DIR", help="write every model x dialect x format under DIR")
+    p.set_defaults(func=cmd_make_tiny)
+    c = sub.add_parser("chat", help="answer one chat request with the reference core")
+    c.add_argument("prompt", nargs="?", default="Hello! Who are you?")
+    c.add_argument("--model", help=f"checkpoint directory (default: the tiny A13B at {DEFAULT_TINY})")
+    c.add_argument("--no-think", action="store_true", help="enable_thinking=False in the chat template")
+    c.add_argument("--max-tokens", type=int, default=32)
+    c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    c.set_defaults(func=cmd_chat)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

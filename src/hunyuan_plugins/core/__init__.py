@@ -1,0 +1,1 @@
+"""The shared reference core: plain torch, CPU-runnable, imports no engine."""

@@ -1,0 +1,37 @@
+"""transformers registration of Tencent's config dialect (``model_type: "hunyuan"``).
+
+transformers knows ``hunyuan_v1_moe`` / ``hunyuan_v1_dense`` but not Tencent's own
+``model_type: "hunyuan"`` (A13B's GitHub config, every Hunyuan-Large config): without this,
+``AutoConfig`` (and so every engine) demands ``trust_remote_code``. Registering a config class
+here lets ``AutoConfig.from_pretrained`` read those checkpoints with local code only.
+Engine adapters call :func:`register` from their plugin entry points. Imports transformers.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+
+from hunyuan_plugins.config import HunyuanConfig
+
+
+class HunYuanConfig(PretrainedConfig):
+    """Tencent-dialect Hunyuan config: keeps every field of config.json as an attribute."""
+
+    model_type = "hunyuan"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    def __init__(self, **kwargs):
+        kwargs.pop("auto_map", None)  # point at Tencent's remote code; we serve it locally
+        super().__init__(**kwargs)
+        # engines read head_dim; Tencent's dialect calls it attention_head_dim
+        if getattr(self, "head_dim", None) is None and getattr(self, "attention_head_dim", None):
+            self.head_dim = self.attention_head_dim
+
+    def hunyuan(self) -> HunyuanConfig:
+        """The validated, normalised view (raises HunyuanConfigError naming a bad field)."""
+        return HunyuanConfig.from_dict(self.to_dict())
+
+
+def register() -> None:
+    """Idempotent: make AutoConfig resolve model_type 'hunyuan' to HunYuanConfig."""
+    AutoConfig.register("hunyuan", HunYuanConfig, exist_ok=True)

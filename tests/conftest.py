@@ -1,10 +1,16 @@
 """Shared fixtures: tiny generated checkpoints, written once per test session."""
 
 import os
+import shutil
 
-import pytest
+# Triton kernels run in Triton's interpreter on machines without a CUDA GPU (CI). The variable
+# must be set before anything imports triton.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from hunyuan_plugins.core.tiny import make_tiny
+import pytest  # noqa: E402
+
+from hunyuan_plugins.core.tiny import make_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")

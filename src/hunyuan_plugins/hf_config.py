@@ -20,8 +20,17 @@ class HunYuanConfig(PretrainedConfig):
     model_type = "hunyuan"
     keys_to_ignore_at_inference = ["past_key_values"]
 
+    # Hunyuan's alpha-NTK keys; transformers' rope validation does not know them
+    ignore_keys_at_rope_validation = {"alpha", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"}
+
     def __init__(self, **kwargs):
         kwargs.pop("auto_map", None)  # point at Tencent's remote code; we serve it locally
+        for key in ("rope_scaling", "rope_parameters"):
+            rope = kwargs.get(key)
+            if isinstance(rope, dict) and "alpha" in rope and "factor" not in rope:
+                # Hunyuan-Large writes {"type": "dynamic", "alpha": ...}; transformers' validator
+                # insists on a factor, which the static alpha base ignores anyway
+                kwargs[key] = dict(rope, factor=1.0)
         super().__init__(**kwargs)
         # engines read head_dim; Tencent's dialect calls it attention_head_dim
         if getattr(self, "head_dim", None) is None and getattr(self, "attention_head_dim", None):

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The core/test environment: torch 2.13.0 CPU (the wheel on local disk), transformers, triton.
+# Reused when present and up to date. Usage: bash ci/setup-dev.sh  -> .venv
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
+cd "$ROOT"
+VENV="${DEV_VENV:-$ROOT/.venv}"
+if venv_fresh "$VENV" pyproject.toml ci/setup-dev.sh; then
+  echo "[setup-dev] $VENV is up to date"; exit 0
+fi
+echo "[setup-dev] building $VENV"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip
+# torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk (a bare 'torch' pulls CUDA builds).
+"$VENV/bin/pip" install -q "torch==2.13.0"
+"$VENV/bin/pip" install -q -e ".[dev]"
+venv_stamp "$VENV" pyproject.toml ci/setup-dev.sh
+echo "[setup-dev] ready: $VENV"

@@ -1,8 +1,10 @@
-# Shared helper for ci/ scripts: make_venv DIR STAMP_INPUTS... ; returns 0 when DIR is up to date.
-# A venv is rebuilt only when the files that define it change (their hash is kept in DIR/.stamp).
+# Shared helpers for ci/ scripts. A venv is rebuilt only when the files that define its heavy
+# dependencies change (their hash is kept in DIR/.stamp); our own package is always reinstalled
+# (editable, cheap) so entry points follow pyproject.toml.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 venv_fresh() {  # venv_fresh DIR FILES... -> 0 if DIR exists and was built from these FILES
   local dir="$1"; shift
@@ -13,4 +15,10 @@ venv_fresh() {  # venv_fresh DIR FILES... -> 0 if DIR exists and was built from 
 venv_stamp() {  # venv_stamp DIR FILES...
   local dir="$1"; shift
   cat "$@" | sha256sum | cut -d' ' -f1 > "$dir/.stamp"
+}
+
+pip_q() {  # pip_q VENV ARGS...: quiet pip, minus the machine's harmless local-index warnings
+  local venv="$1"; shift
+  "$venv/bin/pip" install -q "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  return "${PIPESTATUS[0]}"
 }

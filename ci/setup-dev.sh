@@ -5,14 +5,12 @@ set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
 VENV="${DEV_VENV:-$ROOT/.venv}"
-if venv_fresh "$VENV" pyproject.toml ci/setup-dev.sh; then
-  echo "[setup-dev] $VENV is up to date"; exit 0
+if ! venv_fresh "$VENV" pyproject.toml ci/setup-dev.sh; then
+  echo "[setup-dev] building $VENV"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk (a bare 'torch' pulls CUDA builds)
+  pip_q "$VENV" "torch==2.13.0"
+  pip_q "$VENV" -e ".[dev]"
+  venv_stamp "$VENV" pyproject.toml ci/setup-dev.sh
 fi
-echo "[setup-dev] building $VENV"
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
-# torch first, pinned: 2.13.0 is the CPU wheel on this machine's disk (a bare 'torch' pulls CUDA builds).
-"$VENV/bin/pip" install -q "torch==2.13.0"
-"$VENV/bin/pip" install -q -e ".[dev]"
-venv_stamp "$VENV" pyproject.toml ci/setup-dev.sh
 echo "[setup-dev] ready: $VENV"

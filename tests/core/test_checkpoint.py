@@ -216,3 +216,15 @@ def test_wrongly_fused_qkv_is_reported(tmp_path, tiny):
     msg = _problems(p)
     assert "unexpected tensor 'model.layers.0.self_attn.qkv_proj.weight'" in msg
     assert "missing tensor 'model.layers.0.self_attn.q_proj.weight'" in msg
+
+
+@pytest.mark.parametrize("dialect", ["tencent", "native", "fused"])
+def test_streaming_canonicalisation_equals_checkpoint(tiny, dialect):
+    from hunyuan_plugins.core.checkpoint import canonical_weights
+
+    path = tiny("a13b", dialect, "fp32")
+    cfg = HunyuanConfig.from_pretrained(path)
+    streamed = dict(canonical_weights(load_file(os.path.join(path, "model.safetensors")).items(), cfg))
+    ck = dict(Checkpoint(path).iter_tensors())
+    assert streamed.keys() == ck.keys()
+    assert all(torch.equal(streamed[k], ck[k]) for k in ck)

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from safetensors import safe_open
@@ -277,6 +277,17 @@ class Checkpoint:
         for prefix, tensors in quantized.items():
             out[f"{prefix}.weight"] = Q.dequantize_linear(self.quant.method, tensors, dtype)
         return out
+
+
+def canonical_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    """Stream (stored name, tensor) of any dialect -> (canonical name, tensor), tensors as stored.
+
+    For engine loaders that hand out a checkpoint tensor by tensor (vLLM, SGLang). Validate the
+    whole checkpoint first with ``Checkpoint(path)`` when the directory is at hand.
+    """
+    for name, tensor in weights:
+        for canon, entry in _map_name(name, tuple(tensor.shape), tensor.dtype, cfg).items():
+            yield canon, entry.take(tensor)
 
 
 def _via(entry: _Entry, canon: str) -> str:

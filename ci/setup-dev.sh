@@ -13,4 +13,6 @@ if ! venv_fresh "$VENV" pyproject.toml ci/setup-dev.sh; then
   pip_q "$VENV" -e ".[dev]"
   venv_stamp "$VENV" pyproject.toml ci/setup-dev.sh
 fi
+# Always (cheap): the editable install must point at *this* checkout, not one CI cloned earlier.
+pip_q "$VENV" -e . --no-deps
 echo "[setup-dev] ready: $VENV"

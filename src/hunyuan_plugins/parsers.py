@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 __all__ = [
     "THINK_START", "THINK_END", "ANSWER_START", "ANSWER_END", "TOOL_CALLS_START", "TOOL_CALLS_END",
-    "WHITESPACE",
+    "TURN_END", "WHITESPACE",
     "ReasoningResult", "ReasoningDelta", "split_reasoning", "ReasoningStreamParser",
     "ToolCall", "ToolCallResult", "ToolCallDelta", "parse_tool_calls", "ToolCallStreamParser",
     "ParsedResponse", "parse_response",
@@ -65,6 +65,7 @@ ANSWER_START = "<answer>"
 ANSWER_END = "</answer>"
 TOOL_CALLS_START = "<tool_calls>"
 TOOL_CALLS_END = "</tool_calls>"
+TURN_END = "<|extra_0|>"  # ends a user/tool turn in the chat template: the assistant's turn starts after it
 
 #: Characters stripped from both ends of reasoning and content.
 WHITESPACE = " \t\r\n"

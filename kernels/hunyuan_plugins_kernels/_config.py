@@ -1,0 +1,76 @@
+"""Tile configs: JSON files keyed by (op, E, N, K, dtype, device), with a default when none matches.
+
+A config file ``configs/<op>.json`` looks like::
+
+    {"E=64,N=3072,K=4096,dtype=bf16,device=NVIDIA_H100_80GB_HBM3":
+        {"1": {"BLOCK_M": 16, ...}, "64": {...}, "1024": {...}}}
+
+The inner keys are token counts M; the entry whose M is nearest to the call's M is used (as in
+vLLM). Only defaults ship: no GPU was available to tune (docs/kernels.md). ``default.json``
+holds the fallback rules: the first rule whose ``max_m`` (per expert slot count, see
+``default_config``) is >= M wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import torch
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# Environment override: a directory searched before the shipped one (for tuning runs).
+CONFIG_DIR_ENV = "HUNYUAN_KERNEL_CONFIG_DIR"
+
+DTYPE_NAMES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+}
+
+
+def interpreting() -> bool:
+    """True when Triton runs in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace(" ", "_")
+    return device.type
+
+
+def config_key(E: int, N: int, K: int, dtype: str, device: str) -> str:
+    return f"E={E},N={N},K={K},dtype={dtype},device={device}"
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> dict:
+    dirs = [Path(p) for p in os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep) if p] + [CONFIG_DIR]
+    merged: dict = {}
+    for d in reversed(dirs):  # earlier directories win
+        path = d / f"{name}.json"
+        if path.is_file():
+            merged.update(json.loads(path.read_text()))
+    return merged
+
+
+def lookup(op: str, M: int, E: int, N: int, K: int, dtype: str, device: torch.device) -> dict:
+    """Tile config for one launch: tuned entry nearest to M if present, else the default rule."""
+    table = _load(op).get(config_key(E, N, K, dtype, device_name(device)))
+    if table:
+        best = min(table, key=lambda m: abs(int(m) - M))
+        return dict(table[best])
+    return default_config(M, E, device)
+
+
+def default_config(M: int, E: int, device: torch.device) -> dict:
+    """Shipped fallback. The interpreter gets big tiles (its cost is per program and per op)."""
+    rules = _load("default")
+    rule_set = rules["interpreter"] if (device.type == "cpu" or interpreting()) else rules["gpu"]
+    for rule in rule_set:
+        if rule.get("max_m_per_expert") is None or M <= rule["max_m_per_expert"] * E:
+            return {k: v for k, v in rule.items() if k != "max_m_per_expert"}
+    raise AssertionError("default.json: the last rule must have no max_m_per_expert")

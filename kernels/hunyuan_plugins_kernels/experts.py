@@ -1,0 +1,306 @@
+"""Routed experts: grouped gate/up GEMM (+SiLU*up) and down GEMM (+routing weight), top-k sum.
+
+Public API:
+
+* :class:`ExpertWeights` -- the expert weights of one layer in the layout the kernel reads, built
+  once at load time by a ``prepare_*`` function:
+
+  ================================  =========================================================
+  :func:`prepare_dense`             w13 [E, 2I, H] (gate rows, then up rows), w2 [E, H, I];
+                                    fp32 / fp16 / bf16 (the checkpoint layout, no copy)
+  :func:`prepare_fp8_per_tensor`    Tencent static W8A8: e4m3 weights as above; w13 scale
+                                    [E, 2] (gate, up: each keeps its own scale, nothing is
+                                    requantised), w2 scale [E, 1]; one static input scale per
+                                    GEMM (per-expert input scales collapse to their max, as vLLM)
+  :func:`prepare_fp8_block`         e4m3 weights with [128 x 128] block scales
+                                    [E, N/128, K/128]; activations get dynamic scales per token
+                                    and 128-group, computed inside the GEMM
+  :func:`prepare_int4_gptq`         GPTQ v1 sym int4 (gate/up/down stacked per expert) ->
+                                    qweight [E, K/8, N] int32 with K sorted by group (act-order
+                                    undone once here), scales [E, K/G, N], perm [E, K] or None
+  ================================  =========================================================
+
+* :func:`fused_experts` -- x [T, H], topk_weights [T, k], topk_ids [T, k] (local ids, -1 = other
+  rank) -> [T, H]: align + 2 grouped GEMMs + top-k reduction (4 launches).
+* :func:`moe_sum` -- the top-k reduction on its own.
+
+Top-k reduction: the down GEMM writes each slot's weighted row in fp32 and :func:`moe_sum` adds
+the k rows of a token in a fixed order (``reduce="sum"``, the default): deterministic run to run,
+which the engines' greedy-parity tests need, for T*k*H*8 bytes of extra traffic (small next to
+the weights at decode). ``reduce="atomic"`` adds into a zeroed fp32 [T, H] in the epilogue
+instead (one launch less, order-dependent rounding on GPU).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import triton
+
+from hunyuan_plugins_kernels import _config
+from hunyuan_plugins_kernels import _experts_kernels as _k
+from hunyuan_plugins_kernels.routing import align_block_size
+
+FP8_BLOCK_SHAPE = (128, 128)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class Quant(enum.IntEnum):
+    """Weight format; values are the kernel's QUANT constexpr."""
+    DENSE = 0
+    FP8_TENSOR = 1
+    FP8_BLOCK = 2
+    INT4 = 3
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One stacked expert weight as the GEMM reads it (see the module docstring for layouts)."""
+    weight: torch.Tensor
+    scale: torch.Tensor | None = None        # weight scales (fp8 / int4)
+    input_scale: torch.Tensor | None = None  # FP8_TENSOR: static activation scale [1] fp32
+    perm: torch.Tensor | None = None         # INT4 act-order: A column of each sorted K row
+    group_n: int = 1
+    group_k: int = 1
+
+    def b_strides(self, quant: Quant) -> tuple[int, int, int]:
+        """(expert, n, k) strides; INT4's k stride is per packed row of 8."""
+        w = self.weight
+        if quant == Quant.INT4:
+            return w.stride(0), w.stride(2), w.stride(1)
+        return w.stride(0), w.stride(1), w.stride(2)
+
+    def s_strides(self, quant: Quant) -> tuple[int, int, int]:
+        """(expert, n-or-part, k) strides of ``scale`` (zeros when there is none)."""
+        s = self.scale
+        if quant == Quant.FP8_TENSOR:
+            return s.stride(0), s.stride(1), 0
+        if quant == Quant.FP8_BLOCK:
+            return s.stride(0), s.stride(1), s.stride(2)
+        if quant == Quant.INT4:
+            return s.stride(0), s.stride(2), s.stride(1)
+        return 0, 0, 0
+
+
+@dataclass(frozen=True)
+class ExpertWeights:
+    quant: Quant
+    w13: Operand  # N = 2I (gate rows, then up rows), K = H
+    w2: Operand   # N = H, K = I
+    num_experts: int
+    hidden: int
+    inter: int
+
+    @property
+    def tag(self) -> str:
+        """dtype part of the config key."""
+        if self.quant == Quant.FP8_TENSOR:
+            return "fp8_w8a8"
+        if self.quant == Quant.FP8_BLOCK:
+            return f"fp8_w8a8_block{self.w13.group_k}"
+        if self.quant == Quant.INT4:
+            return f"int4_w4a16_g{self.w13.group_k}"
+        return _config.DTYPE_NAMES[self.w13.weight.dtype]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _check_stacks(w13: torch.Tensor, w2: torch.Tensor, dtypes) -> tuple[int, int, int]:
+    _check(w13.dim() == 3 and w2.dim() == 3, f"w13/w2 must be 3-D, got {list(w13.shape)} {list(w2.shape)}")
+    E, two_i, H = w13.shape
+    _check(two_i % 2 == 0 and tuple(w2.shape) == (E, H, two_i // 2),
+           f"w13 [E, 2I, H] and w2 [E, H, I] disagree: {list(w13.shape)} vs {list(w2.shape)}")
+    _check(w13.dtype in dtypes and w2.dtype == w13.dtype, f"weights must be one of {dtypes}, got {w13.dtype}/{w2.dtype}")
+    return E, H, two_i // 2
+
+
+def prepare_dense(w13: torch.Tensor, w2: torch.Tensor) -> ExpertWeights:
+    E, H, I = _check_stacks(w13, w2, FLOAT_DTYPES)
+    return ExpertWeights(Quant.DENSE, Operand(w13), Operand(w2), E, H, I)
+
+
+def _per_tensor(scale: torch.Tensor, name: str) -> torch.Tensor:
+    """Static activation scale: [], [1] or per expert [E] (-> max) as a [1] fp32 tensor."""
+    _check(scale.dim() <= 1, f"{name} must be a scalar or per-expert vector, got {list(scale.shape)}")
+    return scale.float().amax().reshape(1)
+
+
+def prepare_fp8_per_tensor(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
+                           w2_scale: torch.Tensor, a13_scale: torch.Tensor, a2_scale: torch.Tensor
+                           ) -> ExpertWeights:
+    """Tencent FP8: w13_scale [E] / [E, 1] (one scale) or [E, 2] (gate, up); w2_scale [E] / [E, 1]."""
+    E, H, I = _check_stacks(w13, w2, (torch.float8_e4m3fn,))
+    s13 = w13_scale.float().reshape(E, -1)
+    _check(s13.shape[1] in (1, 2), f"w13_scale must be [E], [E, 1] or [E, 2], got {list(w13_scale.shape)}")
+    s13 = s13.expand(E, 2).contiguous()
+    s2 = w2_scale.float().reshape(E, 1)
+    return ExpertWeights(Quant.FP8_TENSOR,
+                         Operand(w13, s13, _per_tensor(a13_scale, "a13_scale")),
+                         Operand(w2, s2, _per_tensor(a2_scale, "a2_scale")), E, H, I)
+
+
+def prepare_fp8_block(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
+                      w2_scale: torch.Tensor, block_shape: tuple[int, int] = FP8_BLOCK_SHAPE) -> ExpertWeights:
+    """Block-scaled FP8: scales [E, ceil(N/bn), ceil(K/bk)], real = fp8 * scale of its block."""
+    E, H, I = _check_stacks(w13, w2, (torch.float8_e4m3fn,))
+    bn, bk = block_shape
+    _check(I % bn == 0 and H % bk == 0 and I % bk == 0,
+           f"fp8 block {block_shape} needs H and I divisible by it (gate/up blocks must not straddle)")
+    _check(tuple(w13_scale.shape) == (E, 2 * I // bn, H // bk), f"w13_scale must be [E, 2I/{bn}, H/{bk}]")
+    _check(tuple(w2_scale.shape) == (E, triton.cdiv(H, bn), I // bk), f"w2_scale must be [E, H/{bn}, I/{bk}]")
+    return ExpertWeights(Quant.FP8_BLOCK,
+                         Operand(w13, w13_scale.float(), group_n=bn, group_k=bk),
+                         Operand(w2, w2_scale.float(), group_n=bn, group_k=bk), E, H, I)
+
+
+def int4_weights(w13_qweight: torch.Tensor, w13_scales: torch.Tensor, w2_qweight: torch.Tensor,
+                 w2_scales: torch.Tensor, w13_perm: torch.Tensor | None = None,
+                 w2_perm: torch.Tensor | None = None) -> ExpertWeights:
+    """Wrap tensors already in the kernel's int4 layout (what prepare_int4_gptq returns)."""
+    _check(w13_qweight.dtype == torch.int32 and w2_qweight.dtype == torch.int32, "int4 qweights must be int32")
+    E, H8, two_i = w13_qweight.shape
+    H, I = H8 * 8, two_i // 2
+    _check(tuple(w2_qweight.shape) == (E, I // 8, H), f"w2_qweight must be [E, I/8, H], got {list(w2_qweight.shape)}")
+    _check(w13_scales.shape[0] == E and w13_scales.shape[2] == two_i and H % w13_scales.shape[1] == 0,
+           "w13_scales must be [E, H/G, 2I]")
+    _check(w2_scales.shape[0] == E and w2_scales.shape[2] == H and I % w2_scales.shape[1] == 0,
+           "w2_scales must be [E, I/G, H]")
+    return ExpertWeights(Quant.INT4,
+                         Operand(w13_qweight, w13_scales, perm=w13_perm, group_k=H // w13_scales.shape[1]),
+                         Operand(w2_qweight, w2_scales, perm=w2_perm, group_k=I // w2_scales.shape[1]), E, H, I)
+
+
+def _gptq_sorted_k(gptq: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """GPTQ v1 sym stack (qweight [E, K/8, N], qzeros [E, K/G, N/8], scales [E, K/G, N],
+    g_idx [E, K]) -> (qweight with K rows sorted by group, scales, perm [E, K] or None)."""
+    from hunyuan_plugins.core import quant as q
+
+    qweight, qzeros, scales, g_idx = (gptq[n] for n in ("qweight", "qzeros", "scales", "g_idx"))
+    E, K = g_idx.shape
+    G = K // scales.shape[1]
+    out, perms = [], []
+    for e in range(E):
+        zeros = q.unpack_int4_cols(qzeros[e].cpu()) + 1
+        _check(bool((zeros == q.GPTQ_SYM_ZERO).all()), "only symmetric GPTQ (zero point 8) is supported")
+        perm = torch.sort(g_idx[e].cpu().long(), stable=True).indices
+        _check(torch.equal(g_idx[e].cpu().long()[perm], torch.arange(K) // G),
+               f"g_idx must put exactly {G} input rows in each group")
+        out.append(q.pack_int4_rows(q.unpack_int4_rows(qweight[e].cpu())[perm]))
+        perms.append(perm)
+    perm = torch.stack(perms).to(torch.int32)
+    identity = bool((perm == torch.arange(K, dtype=torch.int32)).all())
+    dev = qweight.device
+    return torch.stack(out).to(dev), scales.contiguous(), None if identity else perm.to(dev)
+
+
+def prepare_int4_gptq(gate: Mapping[str, torch.Tensor], up: Mapping[str, torch.Tensor],
+                      down: Mapping[str, torch.Tensor]) -> ExpertWeights:
+    """AutoGPTQ v1 sym int4, each of gate/up/down a dict of per-expert stacks (``qweight``,
+    ``qzeros``, ``scales``, ``g_idx``). Runs once at load time (CPU work, loops over experts).
+
+    desc_act: K rows are sorted by group here; the GEMM reads activations through the
+    permutation (no per-call copy). gate and up share their input, so GPTQ gives them the same
+    act order; different ones are rejected.
+    """
+    gq, gs, gp = _gptq_sorted_k(gate)
+    uq, us, up_perm = _gptq_sorted_k(up)
+    dq, ds, dp = _gptq_sorted_k(down)
+    _check((gp is None and up_perm is None) or (gp is not None and up_perm is not None and torch.equal(gp, up_perm)),
+           "gate_proj and up_proj must share one act order (g_idx)")
+    return int4_weights(torch.cat([gq, uq], dim=2).contiguous(), torch.cat([gs, us], dim=2).contiguous(),
+                        dq, ds, gp, dp)
+
+
+# ---------------------------------------------------------------------------------------------
+# launch
+
+
+def _tile_config(op: str, w: ExpertWeights, T: int, device: torch.device, given: dict | None) -> dict:
+    cfg = dict(given) if given else _config.lookup(op, T, w.num_experts, w.inter, w.hidden, w.tag, device)
+    if w.quant == Quant.FP8_BLOCK:
+        cfg["BLOCK_K"] = w.w13.group_k  # activation groups are quantised whole, per K-step
+    return cfg
+
+
+def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cfg: dict, routing: tuple,
+                  topk_weights: torch.Tensor, *, n: int, k: int, a_row_div: int, swiglu: bool = False,
+                  mul_routed_weight: bool = False, c_row_div: int = 1, atomic: bool = False) -> None:
+    sorted_ids, expert_ids, num_post, num_slots, num_m_blocks = routing
+    dummy = sorted_ids  # stands in for absent optional pointers (never dereferenced)
+    grid = (num_m_blocks * triton.cdiv(n, cfg["BLOCK_N"]),)
+    _k._moe_gemm_kernel[grid](
+        a, b.weight, c,
+        b.input_scale if b.input_scale is not None else dummy,
+        b.scale if b.scale is not None else dummy,
+        b.perm if b.perm is not None else dummy,
+        topk_weights, sorted_ids, expert_ids, num_post,
+        n, k, num_slots, num_m_blocks,
+        a.stride(0), a.stride(1), *b.b_strides(quant), c.stride(0), c.stride(1),
+        *b.s_strides(quant), b.perm.stride(0) if b.perm is not None else 0,
+        BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg.get("GROUP_M", 1),
+        QUANT=int(quant), GROUP_N=b.group_n, GROUP_K=b.group_k, EMULATE_CAST=_config.interpreting(),
+        A_ROW_DIV=a_row_div, HAS_PERM=b.perm is not None, SWIGLU=swiglu,
+        MUL_ROUTED_WEIGHT=mul_routed_weight, C_ROW_DIV=c_row_div, ATOMIC=atomic,
+        num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
+    )
+
+
+def moe_sum(y: torch.Tensor, local_ids: torch.Tensor, out_dtype: torch.dtype, *, block_h: int | None = None
+            ) -> torch.Tensor:
+    """[T*k, H] per-slot rows -> [T, H]: sum of each token's k rows whose local id is >= 0."""
+    T, top_k = local_ids.shape
+    H = y.shape[-1]
+    out = torch.empty(T, H, dtype=out_dtype, device=y.device)
+    if T == 0:
+        return out
+    block_h = block_h or min(triton.next_power_of_2(H), 1024)
+    _k._moe_sum_kernel[(T, triton.cdiv(H, block_h))](
+        y, local_ids.contiguous(), out, H, TOP_K=top_k, BLOCK_H=block_h)
+    return out
+
+
+def fused_experts(x: torch.Tensor, w: ExpertWeights, topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
+                  config: dict | None = None, down_config: dict | None = None, reduce: str = "sum"
+                  ) -> torch.Tensor:
+    """Routed-expert SwiGLU MLP of ``hunyuan::moe_experts`` (any weight format) -> [T, H] in x.dtype.
+
+    ``config`` / ``down_config``: tile dicts (BLOCK_M/N/K, GROUP_M, num_warps, num_stages) for the
+    gate/up and down GEMM; default: configs/*.json lookup. Both GEMMs share the token blocks, so
+    the down GEMM always uses the gate/up BLOCK_M.
+    """
+    _check(x.dim() == 2 and x.dtype in FLOAT_DTYPES, f"x must be [T, H] fp32/fp16/bf16, got {x.dtype} {list(x.shape)}")
+    T, H = x.shape
+    _check(H == w.hidden, f"x has hidden size {H}, weights {w.hidden}")
+    _check(topk_ids.shape == topk_weights.shape and topk_ids.dim() == 2 and topk_ids.shape[0] == T,
+           f"topk_weights/topk_ids must both be [T={T}, k]")
+    _check(w.quant != Quant.DENSE or w.w13.weight.dtype == x.dtype, "dense weights must have x's dtype")
+    _check(reduce in ("sum", "atomic"), f"reduce must be 'sum' or 'atomic', got {reduce!r}")
+    top_k, E, I = topk_ids.shape[1], w.num_experts, w.inter
+    if T == 0:
+        return torch.empty_like(x)
+
+    up_cfg = _tile_config("moe_up", w, T, x.device, config)
+    down_cfg = _tile_config("moe_down", w, T, x.device, down_config)
+    down_cfg["BLOCK_M"] = up_cfg["BLOCK_M"]
+    ids = topk_ids.to(torch.int32).contiguous()
+    weights = topk_weights.float().contiguous()
+    sorted_ids, expert_ids, num_post = align_block_size(ids, E, up_cfg["BLOCK_M"])
+    routing = (sorted_ids, expert_ids, num_post, T * top_k, min(expert_ids.numel(), T * top_k))
+
+    inter = torch.empty(T * top_k, I, dtype=x.dtype, device=x.device)
+    _grouped_gemm(x, w.w13, w.quant, inter, up_cfg, routing, weights, n=I, k=H, a_row_div=top_k, swiglu=True)
+    if reduce == "atomic":
+        acc = torch.zeros(T, H, dtype=torch.float32, device=x.device)
+        _grouped_gemm(inter, w.w2, w.quant, acc, down_cfg, routing, weights, n=H, k=I, a_row_div=1,
+                      mul_routed_weight=True, c_row_div=top_k, atomic=True)
+        return acc.to(x.dtype)
+    y = torch.empty(T * top_k, H, dtype=torch.float32, device=x.device)
+    _grouped_gemm(inter, w.w2, w.quant, y, down_cfg, routing, weights, n=H, k=I, a_row_div=1,
+                  mul_routed_weight=True)
+    return moe_sum(y, ids, x.dtype)

@@ -1,0 +1,176 @@
+"""Grouped expert GEMMs (all weight formats) through the public launchers, vs core/moe.py."""
+
+import pytest
+import torch
+
+from hunyuan_plugins.core import moe as ref
+from hunyuan_plugins_kernels import (fused_experts, prepare_dense, prepare_fp8_block, prepare_fp8_per_tensor,
+                                     prepare_int4_gptq)
+from moe_testing import (DEVICE, FP8_TOL, INT4_TOL, QUANT_VS_DENSE, TOL, activations, assert_close,
+                         dense_weights, fp8_per_tensor, gptq_dequant, gptq_stacks, rel_err, routing, tiles, tol)
+
+# (T, E, top_k): decode, ragged T, top-1 (Hunyuan-Large), A13B's E=64/top-8
+SHAPES = [(1, 64, 8), (16, 64, 8), (67, 64, 8), (16, 8, 2), (67, 8, 2), (3, 16, 1)]
+
+
+def _run(x, w, topk_weights, topk_ids, E, **kw):
+    up, down = tiles(E)
+    out = fused_experts(x.to(DEVICE), w, topk_weights.to(DEVICE), topk_ids.to(DEVICE),
+                        config=up, down_config=down, **kw)
+    return out.cpu()
+
+
+def _dense(E, dtype):
+    w13, w2 = dense_weights(E, dtype=dtype)
+    return w13, w2, prepare_dense(w13.to(DEVICE), w2.to(DEVICE))
+
+
+@pytest.mark.parametrize("T,E,k", SHAPES)
+def test_dense_fp32(T, E, k):
+    x, (tw, ti) = activations(T), routing(T, E, k, renormalize=k > 1)
+    w13, w2, w = _dense(E, torch.float32)
+    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.float32), "fp32")
+
+
+@pytest.mark.parametrize("T,E,k", [(3, 64, 8), (67, 8, 2)])
+def test_dense_fp16(T, E, k):
+    x, (tw, ti) = activations(T, dtype=torch.float16), routing(T, E, k)
+    w13, w2, w = _dense(E, torch.float16)
+    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.float16), "fp16")
+
+
+@pytest.mark.skipif(DEVICE.type == "cpu", reason="bf16 arithmetic is broken in Triton's interpreter (it computes "
+                    "on raw bits, triton#11584); bf16 runs on GPU only. test_bf16_semantics_via_fp32 covers the math")
+def test_dense_bf16():
+    x, (tw, ti) = activations(16, dtype=torch.bfloat16), routing(16, 8, 2)
+    w13, w2, w = _dense(8, torch.bfloat16)
+    assert_close(_run(x, w, tw, ti, 8), ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.bfloat16), "bf16")
+
+
+def test_bf16_semantics_via_fp32():
+    """The kernel's math on bf16 data (run in fp32, as a bf16 GPU kernel accumulates) is within the
+    bf16 tolerance of the bf16 reference."""
+    x, (tw, ti) = activations(16, dtype=torch.bfloat16), routing(16, 8, 2)
+    w13, w2 = dense_weights(8, dtype=torch.bfloat16)
+    out = _run(x.float(), prepare_dense(w13.float().to(DEVICE), w2.float().to(DEVICE)), tw, ti, 8)
+    assert_close(out.bfloat16(), ref.expert_mlp(x, w13, w2, tw, ti), TOL[torch.bfloat16], "bf16 via fp32")
+
+
+def test_atomic_reduction():
+    x, (tw, ti) = activations(67), routing(67, 8, 2)
+    w13, w2, w = _dense(8, torch.float32)
+    assert_close(_run(x, w, tw, ti, 8, reduce="atomic"), ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.float32))
+
+
+def test_edge_cases():
+    E = 8
+    w13, w2, w = _dense(E, torch.float32)
+    x = activations(67)
+    # all tokens on one expert (every other expert empty); T not a multiple of BLOCK_M
+    tw, _ = routing(67, E, 2)
+    ti = torch.tensor([[5, 5]], dtype=torch.int32).expand(67, 2).contiguous()
+    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.float32), "one expert")
+    # expert parallel: slots whose expert lives on another rank (-1) contribute nothing
+    tw, ti = routing(67, E, 2)
+    ti = ti.clone()
+    ti[::2, 0] = -1
+    ti[7] = -1
+    out = _run(x, w, tw, ti, E)
+    assert_close(out, ref.expert_mlp(x, w13, w2, tw, ti), tol(TOL, torch.float32), "EP -1")
+    assert torch.equal(out[7], torch.zeros(x.shape[1]))
+    # T = 0
+    assert _run(x[:0], w, tw[:0], ti[:0], E).shape == (0, x.shape[1])
+
+
+def test_ep_expert_map_end_to_end():
+    """Global routing -> expert map -> local weights only == the reference on local ids."""
+    from hunyuan_plugins_kernels import topk_softmax
+    E, k, T = 16, 2, 16
+    expert_map = torch.full((E,), -1, dtype=torch.int32)
+    expert_map[8:] = torch.arange(8, dtype=torch.int32)  # this rank owns experts 8..15
+    w13, w2 = dense_weights(E)
+    x = activations(T)
+    logits = torch.randn(T, E, generator=torch.Generator().manual_seed(3))
+    tw, _, local = topk_softmax(logits.to(DEVICE), k, True, expert_map.to(DEVICE))
+    out = _run(x, prepare_dense(w13[8:].to(DEVICE), w2[8:].to(DEVICE)), tw.cpu(), local.cpu(), 8)
+    assert_close(out, ref.expert_mlp(x, w13[8:], w2[8:], tw.cpu(), local.cpu()), tol(TOL, torch.float32))
+
+
+@pytest.mark.parametrize("T,E,k,dtype", [(3, 64, 8, torch.float32), (67, 8, 2, torch.float32),
+                                         (16, 8, 2, torch.float16), (1, 16, 1, torch.float16)])
+def test_fp8_per_tensor(T, E, k, dtype):
+    x, (tw, ti) = activations(T, dtype=dtype), routing(T, E, k)
+    w13, w2 = dense_weights(E)
+    q13, q2, s13, s2, a13, a2 = fp8_per_tensor(w13, w2, x.float())
+    w = prepare_fp8_per_tensor(*(t.to(DEVICE) for t in (q13, q2, s13, s2, a13, a2)))
+    out = _run(x, w, tw, ti, E)
+    assert_close(out, ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13, a2, tw, ti), tol(FP8_TOL, dtype), "fp8")
+    assert rel_err(out, ref.expert_mlp(x.float(), w13, w2, tw, ti).to(dtype)) < QUANT_VS_DENSE
+
+
+def test_fp8_per_tensor_scale_forms():
+    """One w13 scale per expert ([E]) and per-expert input scales ([E] -> max) are accepted; an
+    input scale too small for the data saturates to +-448 exactly as the reference does."""
+    E, T = 8, 16
+    x, (tw, ti) = activations(T), routing(T, E, 2)
+    w13, w2 = dense_weights(E)
+    q13, q2, _, s2, a13, a2 = fp8_per_tensor(w13, w2, x)
+    s13 = torch.rand(E) / 100 + 1e-3
+    a13_e = a13 * torch.linspace(0.5, 1.0, E)
+    a2 = a2 / 4  # the largest intermediates saturate
+    w = prepare_fp8_per_tensor(*(t.to(DEVICE) for t in (q13, q2, s13, s2, a13_e, a2)))
+    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e, a2, tw, ti), FP8_TOL[torch.float32])
+
+
+@pytest.mark.parametrize("T,E,k,dtype", [(3, 64, 8, torch.float16), (67, 8, 2, torch.float32),
+                                         (16, 8, 2, torch.float16)])
+def test_fp8_block(T, E, k, dtype):
+    x, (tw, ti) = activations(T, dtype=dtype), routing(T, E, k)
+    w13, w2 = dense_weights(E)
+    q13, s13 = ref.quantize_fp8_block(w13)
+    q2, s2 = ref.quantize_fp8_block(w2)
+    out = _run(x, prepare_fp8_block(*(t.to(DEVICE) for t in (q13, q2, s13, s2))), tw, ti, E)
+    assert_close(out, ref.expert_mlp_fp8_block(x, q13, q2, s13, s2, tw, ti), tol(FP8_TOL, dtype), "fp8 block")
+    assert rel_err(out, ref.expert_mlp(x.float(), w13, w2, tw, ti).to(dtype)) < QUANT_VS_DENSE
+
+
+def _to(stack):
+    return {n: t.to(DEVICE) for n, t in stack.items()}
+
+
+@pytest.mark.parametrize("T,E,k,dtype,desc_act", [
+    (3, 32, 8, torch.float16, True), (67, 8, 2, torch.float32, False), (16, 8, 2, torch.float32, True),
+    (16, 8, 2, torch.float16, False), (1, 16, 1, torch.float16, True)])
+def test_int4_gptq(T, E, k, dtype, desc_act):
+    x, (tw, ti) = activations(T, dtype=dtype), routing(T, E, k)
+    w13, w2 = dense_weights(E)
+    gate, up, down = gptq_stacks(w13, w2, desc_act)
+    w = prepare_int4_gptq(_to(gate), _to(up), _to(down))
+    assert (w.w13.perm is not None) == desc_act
+    dq13 = torch.cat([gptq_dequant(gate), gptq_dequant(up)], dim=1).to(dtype)  # straight from GPTQ
+    out = _run(x, w, tw, ti, E)
+    assert_close(out, ref.expert_mlp(x, dq13, gptq_dequant(down).to(dtype), tw, ti), tol(INT4_TOL, dtype), "int4")
+    # the op reference reads the prepared layout and agrees
+    p = [t.cpu() if t is not None else None for t in (w.w13.weight, w.w13.scale, w.w2.weight, w.w2.scale,
+                                                       w.w13.perm, w.w2.perm)]
+    assert_close(out, ref.expert_mlp_int4(x, *p[:4], tw, ti, *p[4:]), tol(INT4_TOL, dtype), "int4 sorted ref")
+
+
+def test_int4_prepare_rejects_what_it_cannot_run():
+    w13, w2 = dense_weights(2)
+    gate, up, down = gptq_stacks(w13, w2, desc_act=True)
+    up_other = dict(up, g_idx=torch.stack([g.flip(0) for g in up["g_idx"]]))
+    with pytest.raises(ValueError, match="act order"):
+        prepare_int4_gptq(gate, up_other, down)
+    asym = dict(gate, qzeros=torch.zeros_like(gate["qzeros"]))
+    with pytest.raises(ValueError, match="symmetric"):
+        prepare_int4_gptq(asym, up, down)
+
+
+def test_input_validation():
+    w13, w2, w = _dense(8, torch.float32)
+    tw, ti = routing(4, 8, 2)
+    with pytest.raises(ValueError):
+        fused_experts(activations(4).half().to(DEVICE), w, tw.to(DEVICE), ti.to(DEVICE))  # dtype mismatch
+    with pytest.raises(ValueError):
+        prepare_dense(w13, w2[:, :, :64])

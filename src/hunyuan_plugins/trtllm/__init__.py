@@ -1,0 +1,58 @@
+"""TensorRT-LLM adapter (pinned: TensorRT-LLM 1.2.1, PyTorch backend) and engine builder.
+
+* ``import hunyuan_plugins.trtllm`` registers our ``HunYuanMoEV1ForCausalLM``, ``HunYuanForCausalLM``
+  (CLA) and ``HunYuanDenseV1ForCausalLM`` with TensorRT-LLM's ``register_auto_model`` when
+  TensorRT-LLM is installed; then ``LLM(model=...)`` uses them. For ``trtllm-serve`` pass
+  ``--custom_module_dirs`` :func:`plugin_module_dir` (or use ``hunyuan-trtllm serve``).
+* ``hunyuan-trtllm-build`` (:mod:`hunyuan_plugins.trtllm.build`) converts a checkpoint; it needs
+  only torch and safetensors.
+
+Every ``tensorrt_llm`` import of this project lives in this package (``_api.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import warnings
+
+from hunyuan_plugins.trtllm.convert import TRTLLM_PINNED_VERSION
+
+__all__ = ["TRTLLM_PINNED_VERSION", "plugin_module_dir", "register", "trtllm_available"]
+
+_register_error: BaseException | None = None
+
+
+def trtllm_available() -> bool:
+    if "tensorrt_llm" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("tensorrt_llm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def plugin_module_dir() -> str:
+    """Directory for ``trtllm-serve --custom_module_dirs``: a one-line package importing this one."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "custom_module", "hunyuan_trtllm_plugin")
+
+
+def register() -> list[str]:
+    """Import the model classes, which registers them; returns the registered architecture names."""
+    if not trtllm_available():
+        raise ImportError(f"TensorRT-LLM is not installed; hunyuan_plugins.trtllm targets tensorrt_llm=="
+                          f"{TRTLLM_PINNED_VERSION} (pip install 'hunyuan-plugins[trtllm]' on a machine with "
+                          "access to pypi.nvidia.com)")
+    from hunyuan_plugins.trtllm import model
+
+    return list(model.REGISTERED)
+
+
+if trtllm_available() and os.environ.get("HUNYUAN_TRTLLM_NO_REGISTER") != "1":
+    try:
+        register()
+    except Exception as e:  # noqa: BLE001 - keep the builder importable; register() re-raises
+        _register_error = e
+        warnings.warn(f"hunyuan_plugins.trtllm: registering the model classes with TensorRT-LLM failed: {e!r}",
+                      stacklevel=2)

@@ -1,0 +1,425 @@
+"""Hunyuan A13B, Large (CLA) and dense on TensorRT-LLM 1.2.1's PyTorch backend.
+
+Importing this module registers ``HunYuanMoEV1ForCausalLM``, ``HunYuanForCausalLM`` and
+``HunYuanDenseV1ForCausalLM`` with ``register_auto_model`` (the last registration of a name wins in
+1.2.x's plain-dict ``MODEL_CLASS_MAPPING``; TRT-LLM's own A13B/dense classes are registered when
+its model package is imported, which happens before this module's import of ``modeling_utils``
+returns, so ours win).
+
+Everything model-specific comes from :class:`hunyuan_plugins.config.HunyuanConfig` (per-layer
+top-k / expert size / shared expert, the static alpha-NTK RoPE base, CLA), and weights are read
+through the core's canonical names, so every checkpoint dialect loads.
+
+What is TensorRT-LLM's: ``Linear`` with TP modes (fused QKV, fused gate/up), its ``Attention`` with
+its KV-cache backend and ``RotaryEmbedding`` (base = theta * alpha^(d/(d-2)), which is what
+Hunyuan's "dynamic alpha" RoPE computes, at every length), ``RMSNorm``, ``Embedding``, ``GatedMLP``
+for the shared expert and dense MLPs, and ``create_moe`` for the routed experts with
+``RenormalizeMoeRoutingMethod`` (top-k > 1: softmax-topk-renormalise) or ``DefaultMoeRoutingMethod``
+(top-1 of Hunyuan-Large: raw softmax probability, no renormalisation). The router is a replicated
+fp32 ``Linear`` fed fp32 activations, as Tencent and transformers run it.
+
+What is ours:
+* QK-norm after RoPE (``apply_rope`` override, as TRT-LLM's own Hunyuan class does; RoPE fusion off).
+* CLA (Hunyuan-Large), exact: each KV-owning layer caches the weight-free normalised key
+  k_hat = k / rms(k) and every layer folds its own ``key_layernorm`` weight into its query
+  (DESIGN.md's hint; ``core/model.py``). A cross layer's ``Attention`` is built with the *KV-cache
+  slot* of its partner as ``layer_idx`` and receives the partner's (k_hat, v) of the same step, so it
+  writes identical values into the shared slot and attends over the shared cache. Attention layer
+  indices are KV-cache slots 0..num_kv_layers-1, and ``model_config.get_num_attention_layers()``
+  reports num_kv_layers, so the KV-cache manager allocates half the layers.
+* GPTQ-Int4 routed experts: TensorRT-LLM 1.2.1's fused MoE has no W4A16 path, so int4 MoE layers
+  use ``hunyuan_plugins.ops`` (``hunyuan::moe_route`` + ``hunyuan::moe_experts_int4``) instead of
+  ``create_moe`` (TP/EP = 1 only). ``HUNYUAN_TRTLLM_MOE=hunyuan`` routes unquantized experts through
+  ``hunyuan::moe_route`` + ``hunyuan::moe_experts`` too (TP/EP = 1 only).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from hunyuan_plugins import ops
+from hunyuan_plugins.config import ARCH_DENSE, ARCH_LARGE, ARCH_MOE, HunyuanConfig
+from hunyuan_plugins.core import quant as Q
+from hunyuan_plugins.core.checkpoint import canonical_weights
+from hunyuan_plugins.core.model import rms_normalize
+from hunyuan_plugins.trtllm._api import (
+    Attention,
+    AttentionMetadata,
+    DecoderLayer,
+    DecoderModel,
+    DecoderModelForCausalLM,
+    DefaultMoeRoutingMethod,
+    Embedding,
+    GatedMLP,
+    Linear,
+    ModelConfig,
+    PositionalEmbeddingParams,
+    PositionEmbeddingType,
+    RenormalizeMoeRoutingMethod,
+    RMSNorm,
+    RopeParams,
+    TensorParallelMode,
+    create_moe,
+    register_auto_model,
+)
+from hunyuan_plugins.trtllm.convert import unpack_w4a16
+
+REGISTERED: list[str] = []
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def hunyuan_config(model_config: ModelConfig) -> HunyuanConfig:
+    pc = model_config.pretrained_config
+    raw = pc.to_dict() if hasattr(pc, "to_dict") else dict(vars(pc))
+    return HunyuanConfig.from_dict(raw)
+
+
+def _dtype(model_config: ModelConfig, cfg: HunyuanConfig) -> torch.dtype:
+    d = getattr(model_config.pretrained_config, "torch_dtype", None)
+    if isinstance(d, torch.dtype):
+        return d
+    return _DTYPES.get(d if isinstance(d, str) else cfg.torch_dtype, torch.bfloat16)
+
+
+def kv_slots(cfg: HunyuanConfig) -> list[int]:
+    """Layer -> KV-cache slot (the attention ``layer_idx`` TensorRT-LLM's cache manager sees)."""
+    owners = [i for i in range(cfg.num_layers) if cfg.owns_kv(i)]
+    return [owners.index(cfg.layers[i].kv_source) for i in range(cfg.num_layers)]
+
+
+def _quant_algo(model_config: ModelConfig) -> str | None:
+    qc = getattr(model_config, "quant_config", None)
+    algo = getattr(qc, "quant_algo", None)
+    return None if algo is None else str(getattr(algo, "value", algo))
+
+
+class HunyuanAttention(Attention):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype):
+        pc = model_config.pretrained_config
+        if getattr(pc, "head_dim", None) != cfg.head_dim:
+            pc.head_dim = cfg.head_dim  # TensorRT-LLM's Attention reads head_dim from the HF config
+        rope = RopeParams(dim=cfg.head_dim, theta=cfg.rope_base, max_positions=cfg.max_position_embeddings)
+        super().__init__(
+            hidden_size=cfg.hidden_size,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+            max_position_embeddings=cfg.max_position_embeddings,
+            bias=False,
+            pos_embd_params=PositionalEmbeddingParams(type=PositionEmbeddingType.rope_gpt_neox, rope=rope,
+                                                      is_neox=True),
+            # QK-norm comes after RoPE, and CLA cross layers receive already-rotated keys: unfused RoPE.
+            rope_fusion=not (cfg.use_qk_norm or cfg.use_cla),
+            layer_idx=kv_slots(cfg)[layer_idx],
+            dtype=dtype,
+            config=model_config,
+        )
+        # set after TensorRT-LLM's __init__, so nothing it assigns can shadow them
+        self.hy_layer = layer_idx
+        self.owns_kv = cfg.owns_kv(layer_idx)
+        self.use_qk_norm = cfg.use_qk_norm
+        self.fold_key_norm = cfg.use_cla and cfg.use_qk_norm
+        self.eps = cfg.rms_norm_eps
+        if not self.owns_kv:  # CLA cross layer: a query projection only (loaded from q_proj)
+            self.qkv_proj = Linear(cfg.hidden_size, cfg.q_size, bias=False, dtype=dtype,
+                                   mapping=model_config.mapping, tensor_parallel_mode=TensorParallelMode.COLUMN,
+                                   quant_config=model_config.get_quant_config(),
+                                   skip_create_weights_in_init=model_config.skip_create_weights_in_init)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(hidden_size=cfg.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
+            self.key_layernorm = RMSNorm(hidden_size=cfg.head_dim, eps=cfg.rms_norm_eps, dtype=dtype)
+        self.kv_in: tuple[torch.Tensor, torch.Tensor] | None = None   # cross layers: partner's (k, v)
+        self.kv_out: tuple[torch.Tensor, torch.Tensor] | None = None  # owners: (k, v) as cached
+
+    def apply_rope(self, q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None,
+                   position_ids: torch.Tensor | None):
+        d = self.head_dim
+        if self.owns_kv:
+            q, k, v = self.split_qkv(q, k, v)
+            if position_ids is not None and not self.rope_fusion:
+                q, k = self.rotary_emb(position_ids, [q, k])
+        else:
+            if self.kv_in is None:
+                raise RuntimeError(f"CLA layer {self.hy_layer} ran without its partner layer's K/V")
+            (k, v), self.kv_in = self.kv_in, None
+            if position_ids is not None and not self.rope_fusion:
+                q = self.rotary_emb(position_ids, [q])[0]
+        if self.use_qk_norm:
+            q = self.query_layernorm(q.reshape(-1, d))
+            if self.fold_key_norm:
+                q = q * self.key_layernorm.weight            # this layer's key norm, folded into its query
+                if self.owns_kv:
+                    k = rms_normalize(k.reshape(-1, d), self.eps).reshape(-1, self.kv_size)
+            else:
+                k = self.key_layernorm(k.reshape(-1, d)).reshape(-1, self.kv_size)
+            q = q.reshape(-1, self.q_size)
+        if self.owns_kv:
+            self.kv_out = (k, v)
+        return q, k, v
+
+
+class HunyuanInt4Experts(nn.Module):
+    """GPTQ-Int4 routed experts through ``hunyuan_plugins.ops`` (TensorRT-LLM 1.2.1 has no W4A16 MoE).
+
+    Loads the W4A16 layout the builder writes (``E.w{1,2,3}.weight`` int8 [N, K/2],
+    ``.weight_scale`` [N, K/G]) and holds the ``hunyuan::moe_experts_int4`` layout (qweight
+    [E, K/8, N] int32, scales [E, K/G, N], contiguous groups so no permutation).
+    """
+
+    def __init__(self, num_experts: int, hidden: int, inter: int, top_k: int, renormalize: bool,
+                 group_size: int, dtype: torch.dtype):
+        super().__init__()
+        self.num_experts, self.top_k, self.renormalize = num_experts, top_k, renormalize
+        pf = Q.GPTQ_PACK_FACTOR
+        self.w13_qweight = nn.Parameter(torch.empty(num_experts, hidden // pf, 2 * inter, dtype=torch.int32),
+                                        requires_grad=False)
+        self.w13_scales = nn.Parameter(torch.empty(num_experts, hidden // group_size, 2 * inter, dtype=dtype),
+                                       requires_grad=False)
+        self.w2_qweight = nn.Parameter(torch.empty(num_experts, inter // pf, hidden, dtype=torch.int32),
+                                       requires_grad=False)
+        self.w2_scales = nn.Parameter(torch.empty(num_experts, inter // group_size, hidden, dtype=dtype),
+                                      requires_grad=False)
+
+    @staticmethod
+    def _to_op_layout(weight: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = (unpack_w4a16(weight) + Q.GPTQ_SYM_ZERO).t().contiguous()    # [K, N] in 0..15
+        return Q.pack_int4_rows(q), scale.t().contiguous()
+
+    def load_weights(self, weights: list[dict]):
+        w = weights[0]
+        for e in range(self.num_experts):
+            try:
+                parts = {j: self._to_op_layout(w[f"{e}.w{j}.weight"], w[f"{e}.w{j}.weight_scale"]) for j in (1, 2, 3)}
+            except KeyError as err:
+                raise ValueError(f"int4 expert {e}: tensor {err} missing (expected the W4A16 layout written by "
+                                 "hunyuan-trtllm-build)") from None
+            self.w13_qweight.data[e].copy_(torch.cat([parts[1][0], parts[3][0]], dim=1))
+            self.w13_scales.data[e].copy_(torch.cat([parts[1][1], parts[3][1]], dim=1))
+            self.w2_qweight.data[e].copy_(parts[2][0])
+            self.w2_scales.data[e].copy_(parts[2][1])
+
+    def forward(self, x: torch.Tensor, router_logits: torch.Tensor, **kwargs) -> torch.Tensor:
+        weights, ids = ops.moe_route(router_logits, self.top_k, self.renormalize)
+        return ops.moe_experts_int4(x, self.w13_qweight, self.w13_scales, self.w2_qweight, self.w2_scales,
+                                    weights, ids)
+
+
+class HunyuanExperts(nn.Module):
+    """Unquantized routed experts through ``hunyuan::moe_route`` + ``hunyuan::moe_experts`` (our Triton
+    kernels on CUDA, torch reference on CPU; fake implementations registered, no host syncs in the
+    CUDA path). Opt-in with ``HUNYUAN_TRTLLM_MOE=hunyuan`` instead of TensorRT-LLM's ``create_moe``."""
+
+    def __init__(self, num_experts: int, hidden: int, inter: int, top_k: int, renormalize: bool,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.num_experts, self.top_k, self.renormalize = num_experts, top_k, renormalize
+        self.w13 = nn.Parameter(torch.empty(num_experts, 2 * inter, hidden, dtype=dtype), requires_grad=False)
+        self.w2 = nn.Parameter(torch.empty(num_experts, hidden, inter, dtype=dtype), requires_grad=False)
+
+    def load_weights(self, weights: list[dict]):
+        w = weights[0]
+        for e in range(self.num_experts):
+            try:
+                self.w13.data[e].copy_(torch.cat([w[f"{e}.w1.weight"], w[f"{e}.w3.weight"]]))  # gate rows first
+                self.w2.data[e].copy_(w[f"{e}.w2.weight"])
+            except KeyError as err:
+                raise ValueError(f"expert {e}: tensor {err} missing") from None
+
+    def forward(self, x: torch.Tensor, router_logits: torch.Tensor, **kwargs) -> torch.Tensor:
+        weights, ids = ops.moe_route(router_logits, self.top_k, self.renormalize)
+        return ops.moe_experts(x, self.w13, self.w2, weights, ids)
+
+
+class HunyuanMoE(nn.Module):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype):
+        super().__init__()
+        spec = cfg.layers[layer_idx]
+        self.hidden = cfg.hidden_size
+        # fp32 router, replicated on every rank, never quantized
+        self.gate = Linear(cfg.hidden_size, cfg.num_experts, bias=False, dtype=torch.float32, quant_config=None)
+        algo = _quant_algo(model_config)
+        ours = os.environ.get("HUNYUAN_TRTLLM_MOE", "trtllm").lower() == "hunyuan"
+        if algo == "W4A16_AWQ" or ours:
+            m = model_config.mapping
+            if m.tp_size > 1 or getattr(m, "moe_ep_size", 1) > 1:
+                raise NotImplementedError("routed experts through hunyuan_plugins.ops (GPTQ-Int4, or "
+                                          f"HUNYUAN_TRTLLM_MOE=hunyuan) support tp_size=1 only (got {m.tp_size})")
+            if algo == "W4A16_AWQ":
+                group = getattr(model_config.quant_config, "group_size", None) or 128
+                self.experts = HunyuanInt4Experts(cfg.num_experts, cfg.hidden_size, spec.expert_size, spec.top_k,
+                                                  spec.renormalize, group, dtype)
+            elif algo is None:
+                self.experts = HunyuanExperts(cfg.num_experts, cfg.hidden_size, spec.expert_size, spec.top_k,
+                                              spec.renormalize, dtype)
+            else:
+                raise NotImplementedError(f"HUNYUAN_TRTLLM_MOE=hunyuan with quant_algo={algo}: use TensorRT-LLM's MoE")
+        else:
+            routing = (RenormalizeMoeRoutingMethod(top_k=spec.top_k) if spec.renormalize
+                       else DefaultMoeRoutingMethod(top_k=spec.top_k))
+            self.experts = create_moe(routing_method=routing, num_experts=cfg.num_experts,
+                                      hidden_size=cfg.hidden_size, intermediate_size=spec.expert_size,
+                                      dtype=dtype, reduce_results=True, model_config=model_config,
+                                      layer_idx=layer_idx)
+        self.shared_mlp = (GatedMLP(hidden_size=cfg.hidden_size, intermediate_size=spec.shared_size, bias=False,
+                                    dtype=dtype, config=model_config) if spec.shared_size else None)
+
+    def forward(self, hidden_states: torch.Tensor, attn_metadata: AttentionMetadata) -> torch.Tensor:
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, self.hidden)
+        router_logits = self.gate(x.float())
+        out = self.experts(x, router_logits, all_rank_num_tokens=attn_metadata.all_rank_num_tokens,
+                           use_dp_padding=False)
+        if self.shared_mlp is not None:
+            out = out + self.shared_mlp(x)
+        return out.reshape(shape)
+
+
+class HunyuanDecoderLayer(DecoderLayer):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype):
+        super().__init__()
+        spec = cfg.layers[layer_idx]
+        self.layer_idx = layer_idx
+        self.is_moe = spec.moe
+        self.input_layernorm = RMSNorm(hidden_size=cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+        self.self_attn = HunyuanAttention(model_config, cfg, layer_idx, dtype)
+        self.post_attention_layernorm = RMSNorm(hidden_size=cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+        if spec.moe:
+            self.mlp = HunyuanMoE(model_config, cfg, layer_idx, dtype)
+        else:
+            self.mlp = GatedMLP(hidden_size=cfg.hidden_size, intermediate_size=spec.shared_size, bias=False,
+                                dtype=dtype, config=model_config)
+
+    def forward(self, position_ids: torch.Tensor, hidden_states: torch.Tensor, attn_metadata: AttentionMetadata,
+                residual: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        h = self.input_layernorm(hidden_states)
+        h = self.self_attn(position_ids=position_ids, hidden_states=h, attn_metadata=attn_metadata)
+        h = residual + h
+        residual = h
+        h = self.post_attention_layernorm(h)
+        h = self.mlp(h, attn_metadata) if self.is_moe else self.mlp(h)
+        return residual + h
+
+
+class HunyuanModel(DecoderModel):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig):
+        super().__init__(model_config)
+        dtype = _dtype(model_config, cfg)
+        self.hy_config = cfg
+        self.padding_idx = cfg.pad_token_id
+        self.vocab_size = cfg.vocab_size
+        self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, mapping=model_config.mapping,
+                                      tensor_parallel_mode=TensorParallelMode.COLUMN, gather_output=True)
+        self.layers = nn.ModuleList(HunyuanDecoderLayer(model_config, cfg, i, dtype) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(hidden_size=cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
+        # CLA: owner layer -> the cross layers that read its K/V in the same step
+        self.kv_readers = {i: [j for j in range(cfg.num_layers) if j != i and cfg.layers[j].kv_source == i]
+                           for i in range(cfg.num_layers) if cfg.owns_kv(i)}
+
+    def forward(self, attn_metadata: AttentionMetadata, input_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **kwargs) -> torch.Tensor:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        for i, layer in enumerate(self.layers):
+            h = layer(position_ids=position_ids, hidden_states=h, attn_metadata=attn_metadata)
+            attn = layer.self_attn
+            if attn.owns_kv:
+                kv, attn.kv_out = attn.kv_out, None
+                for j in self.kv_readers[i]:
+                    self.layers[j].self_attn.kv_in = kv
+        return self.norm(h)
+
+
+_EXPERT_NAME = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.(\w+)$")
+_EXPERT_W = {"gate": "w1", "down": "w2", "up": "w3"}
+
+
+class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig]):
+    ARCH = ""
+
+    def __init__(self, model_config: ModelConfig):
+        cfg = hunyuan_config(model_config)
+        if cfg.architecture != self.ARCH:
+            raise ValueError(f"config `architectures` is {cfg.architecture}, but {self.ARCH} was resolved")
+        if cfg.num_kv_layers != cfg.num_layers:
+            # CLA: the KV-cache manager sizes its pools from get_num_attention_layers(); report the
+            # number of KV-cache slots (ModelConfig may be frozen: set on the instance directly).
+            n = cfg.num_kv_layers
+            object.__setattr__(model_config, "get_num_attention_layers", lambda: n)
+        super().__init__(HunyuanModel(model_config, cfg), config=model_config, hidden_size=cfg.hidden_size,
+                         vocab_size=cfg.vocab_size)
+        self.hy_config = cfg
+
+    def load_weights(self, weights, *args, **kwargs):
+        """weights: stored name -> tensor (any Hunyuan dialect; the builder writes canonical names)."""
+        cfg = self.hy_config
+        canon: dict[str, torch.Tensor] = {}
+        for name, t in canonical_weights(((k, weights[k]) for k in list(weights.keys())), cfg):
+            m = _EXPERT_NAME.match(name)
+            if m:  # TensorRT-LLM's VANILLA expert naming: w1 = gate, w3 = up, w2 = down
+                name = f"{m.group(1)}.{m.group(2)}.{_EXPERT_W[m.group(3)]}.{m.group(4)}"
+            canon[name] = t
+        used: set[str] = set()
+
+        def sub(prefix: str, required: bool = True) -> dict[str, torch.Tensor]:
+            out = {k[len(prefix) + 1:]: v for k, v in canon.items() if k.startswith(prefix + ".")}
+            if required and not out:
+                raise ValueError(f"no tensors for module '{prefix}' in the checkpoint")
+            used.update(f"{prefix}.{k}" for k in out)
+            return out
+
+        done: list[str] = []
+        for name, module in self.named_modules():
+            if not name or any(name.startswith(p + ".") for p in done):
+                continue
+            if name == "lm_head" and cfg.tie_word_embeddings:
+                module.load_weights(weights=[{"weight": canon["model.embed_tokens.weight"]}])
+                done.append(name)
+                continue
+            base = name.rsplit(".", 1)[0]
+            if name.endswith("self_attn.qkv_proj"):
+                parts = ["q_proj", "k_proj", "v_proj"] if cfg.owns_kv(int(name.split(".")[2])) else ["q_proj"]
+                module.load_weights(weights=[sub(f"{base}.{p}") for p in parts])
+            elif name.endswith("gate_up_proj"):
+                module.load_weights(weights=[sub(f"{base}.gate_proj"), sub(f"{base}.up_proj")])
+            elif name.endswith("mlp.experts"):
+                module.load_weights(weights=[sub(name)])
+            elif hasattr(module, "load_weights") and list(module.parameters(recurse=False)):
+                module.load_weights(weights=[sub(name)])
+            elif list(module.parameters(recurse=False)):
+                tensors = sub(name)
+                for pname, p in module.named_parameters(recurse=False):
+                    if pname not in tensors:
+                        raise ValueError(f"missing tensor '{name}.{pname}'")
+                    p.data.copy_(tensors[pname].to(p.dtype))
+            else:
+                continue
+            done.append(name)
+        unused = sorted(set(canon) - used - {"model.embed_tokens.weight"} - ({"lm_head.weight"}
+                                                                              if cfg.tie_word_embeddings else set()))
+        if unused:
+            raise ValueError(f"{len(unused)} checkpoint tensor(s) were not loaded into any module, e.g. {unused[:5]}")
+
+
+@register_auto_model(ARCH_MOE)
+class HunYuanMoEV1ForCausalLM(_HunyuanForCausalLM):
+    ARCH = ARCH_MOE
+
+
+@register_auto_model(ARCH_LARGE)
+class HunYuanForCausalLM(_HunyuanForCausalLM):
+    ARCH = ARCH_LARGE
+
+
+@register_auto_model(ARCH_DENSE)
+class HunYuanDenseV1ForCausalLM(_HunyuanForCausalLM):
+    ARCH = ARCH_DENSE
+
+
+REGISTERED += [ARCH_MOE, ARCH_LARGE, ARCH_DENSE]

@@ -1,0 +1,171 @@
+"""Our TensorRT-LLM model classes, run on the TEST-ONLY stand-in of TensorRT-LLM 1.2.1's API.
+
+What this shows: the classes construct through TensorRT-LLM's module signatures, load every dialect
+through the core, and compute exactly what the reference core computes (greedy tokens equal, prompt
+logprobs within 1e-4, fp32), including CLA with half the KV-cache layers. What it does not show:
+anything about TensorRT-LLM's real kernels, KV-cache manager or executor (see docs/trtllm.md).
+"""
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trtllm_helpers import hf_config
+from hunyuan_plugins.core.checkpoint import safetensors_files
+from hunyuan_plugins.core.model import KVCache, generate, load_model, prompt_logprobs
+
+PROMPT = [1, 17, 42, 99, 5, 300, 77, 12, 250, 8]
+NEW = 8
+
+
+def load_weights_dict(path):
+    out = {}
+    for file in sorted(set(safetensors_files(path).values())):
+        out.update(load_file(file))
+    return out
+
+
+def build(trt_standin, path, **mc):
+    stand_in, mod = trt_standin
+    pc = hf_config(path)
+    model_config = stand_in.ModelConfig(pretrained_config=pc, **mc)
+    model = stand_in.AutoModelForCausalLM.from_config(model_config)
+    model.load_weights(load_weights_dict(path))
+    return model.eval()
+
+
+def test_registered_names(trt_standin):
+    stand_in, mod = trt_standin
+    for arch in ("HunYuanMoEV1ForCausalLM", "HunYuanForCausalLM", "HunYuanDenseV1ForCausalLM"):
+        assert stand_in.MODEL_CLASS_MAPPING[arch].__module__ == "hunyuan_plugins.trtllm.model"
+    # the registering import is the one TRT-LLM's --custom_module_dirs performs
+    assert mod.REGISTERED == ["HunYuanMoEV1ForCausalLM", "HunYuanForCausalLM", "HunYuanDenseV1ForCausalLM"]
+
+
+@pytest.mark.parametrize("model,dialect", [("a13b", "tencent"), ("a13b", "native"), ("a13b", "fused"),
+                                           ("large", "tencent"), ("dense", "tencent"), ("dense", "native")])
+def test_matches_reference(trt_standin, tiny, model, dialect):
+    stand_in, _ = trt_standin
+    path = tiny(model, dialect)
+    ref = load_model(path, torch.float32)
+    trt = build(trt_standin, path)
+    ref_tokens = generate(ref, PROMPT, NEW)
+    assert stand_in.generate(trt, PROMPT, NEW) == ref_tokens
+    ref_lp, trt_lp = prompt_logprobs(ref, PROMPT + ref_tokens), stand_in.prompt_logprobs(trt, PROMPT + ref_tokens)
+    assert torch.allclose(trt_lp, ref_lp, atol=1e-4, rtol=0), float((trt_lp - ref_lp).abs().max())
+
+
+def test_cla_halves_kv_cache_and_shares_it(trt_standin, tiny):
+    stand_in, mod = trt_standin
+    path = tiny("large")
+    trt = build(trt_standin, path)
+    cfg = trt.hy_config
+    assert cfg.num_layers == 4 and cfg.num_kv_layers == 2
+    assert trt.model_config.get_num_attention_layers() == 2
+    assert [layer.self_attn.layer_idx for layer in trt.model.layers] == [0, 0, 1, 1]
+    # cross layers have a query projection only, each layer keeps its own key norm
+    for i, layer in enumerate(trt.model.layers):
+        assert layer.self_attn.qkv_proj.weight.shape[0] == (cfg.q_size + 2 * cfg.kv_size if i % 2 == 0 else cfg.q_size)
+    k0 = trt.model.layers[0].self_attn.key_layernorm.weight
+    k1 = trt.model.layers[1].self_attn.key_layernorm.weight
+    assert not torch.equal(k0, k1)
+    cache = stand_in.new_cache(trt)
+    assert cache.k.shape[0] == 2 == KVCache(cfg, 1, 4, torch.float32).k.shape[0]
+    stand_in.run_forward(trt, cache, PROMPT, 0, False)
+    assert cache.writes == [2, 2]  # owner and cross layer write identical K/V into the shared slot
+    # a model with a full cache would disagree if the cross layers' K/V were not the owners'
+    assert cache.k[:, :len(PROMPT)].abs().sum() > 0
+
+
+def test_cla_without_partner_kv_fails_loudly(trt_standin, tiny):
+    stand_in, _ = trt_standin
+    trt = build(trt_standin, tiny("large"))
+    trt.model.kv_readers = {i: [] for i in trt.model.kv_readers}  # break the hand-over
+    with pytest.raises(RuntimeError, match="CLA layer 1 ran without its partner"):
+        stand_in.run_forward(trt, stand_in.new_cache(trt), PROMPT, 0, False)
+
+
+def test_top1_routing_is_not_renormalised(trt_standin, tiny):
+    stand_in, mod = trt_standin
+    large = build(trt_standin, tiny("large"))
+    a13b = build(trt_standin, tiny("a13b"))
+    assert type(large.model.layers[0].mlp.experts.routing_method).__name__ == "DefaultMoeRoutingMethod"
+    assert type(a13b.model.layers[0].mlp.experts.routing_method).__name__ == "RenormalizeMoeRoutingMethod"
+    assert large.model.layers[0].mlp.gate.weight.dtype == torch.float32  # fp32 router
+
+
+def test_missing_tensor_is_named(trt_standin, tiny):
+    stand_in, _ = trt_standin
+    path = tiny("dense")
+    model = stand_in.AutoModelForCausalLM.from_config(stand_in.ModelConfig(pretrained_config=hf_config(path)))
+    w = load_weights_dict(path)
+    del w["model.layers.2.mlp.down_proj.weight"]
+    with pytest.raises(ValueError, match="model.layers.2.mlp.down_proj"):
+        model.load_weights(w)
+
+
+def test_unexpected_tensor_is_named(trt_standin, tiny):
+    stand_in, _ = trt_standin
+    path = tiny("dense")
+    model = stand_in.AutoModelForCausalLM.from_config(stand_in.ModelConfig(pretrained_config=hf_config(path)))
+    w = load_weights_dict(path)
+    w["model.layers.1.self_attn.bogus.weight"] = torch.zeros(2)
+    with pytest.raises(ValueError, match="bogus"):
+        model.load_weights(w)
+
+
+def test_loads_the_builders_output(trt_standin, tiny, tmp_path):
+    """Checkpoint -> hunyuan-trtllm-build -> our classes: the path `trtllm-serve OUT/pytorch` takes."""
+    from hunyuan_plugins.trtllm.build import build
+
+    stand_in, _ = trt_standin
+    src = tiny("large", "tencent")
+    build(src, str(tmp_path / "out"), dtype="float32", progress=False)
+    trt = build_model_from(trt_standin, str(tmp_path / "out" / "pytorch"))
+    ref = load_model(src, torch.float32)
+    tokens = generate(ref, PROMPT, NEW)
+    assert stand_in.generate(trt, PROMPT, NEW) == tokens
+    assert torch.allclose(stand_in.prompt_logprobs(trt, PROMPT + tokens), prompt_logprobs(ref, PROMPT + tokens),
+                          atol=1e-4, rtol=0)
+
+
+def build_model_from(trt_standin, path, **mc):
+    return build(trt_standin, path, **mc)
+
+
+def test_gptq_int4_w4a16_and_our_int4_experts(trt_standin, tmp_path):
+    """GPTQ-Int4 (no act-order) -> builder's W4A16 layout -> TRT-LLM Linear (W4A16_AWQ) for dense
+    projections + hunyuan::moe_experts_int4 for the routed experts; fp32 compute vs the reference."""
+    from trtllm_helpers import make_gptq_contiguous
+
+    from hunyuan_plugins.trtllm.build import build as trt_build
+
+    stand_in, mod = trt_standin
+    src = make_gptq_contiguous(str(tmp_path / "gptq"))
+    trt_build(src, str(tmp_path / "out"), progress=False)
+    qc = stand_in.QuantConfig(quant_algo=stand_in.QuantAlgo.W4A16_AWQ, group_size=128)
+    trt = build(trt_standin, str(tmp_path / "out" / "pytorch"), quant_config=qc)
+    assert isinstance(trt.model.layers[0].mlp.experts, mod.HunyuanInt4Experts)
+    assert trt.model.layers[0].self_attn.qkv_proj.weight.dtype == torch.int8
+    ref = load_model(src, torch.float32)
+    tokens = generate(ref, PROMPT, 3)
+    assert stand_in.generate(trt, PROMPT, 3) == tokens
+    assert torch.allclose(stand_in.prompt_logprobs(trt, PROMPT + tokens), prompt_logprobs(ref, PROMPT + tokens),
+                          atol=1e-4, rtol=0)
+
+
+def test_our_expert_ops_inside_trtllm_classes(trt_standin, tiny, monkeypatch):
+    """HUNYUAN_TRTLLM_MOE=hunyuan: routed experts through hunyuan::moe_route / hunyuan::moe_experts."""
+    stand_in, mod = trt_standin
+    monkeypatch.setenv("HUNYUAN_TRTLLM_MOE", "hunyuan")
+    for model in ("a13b", "large"):
+        path = tiny(model)
+        trt = build(trt_standin, path)
+        assert isinstance(trt.model.layers[0].mlp.experts, mod.HunyuanExperts)
+        ref = load_model(path, torch.float32)
+        tokens = generate(ref, PROMPT, NEW)
+        assert stand_in.generate(trt, PROMPT, NEW) == tokens
+        assert torch.allclose(stand_in.prompt_logprobs(trt, PROMPT + tokens),
+                              prompt_logprobs(ref, PROMPT + tokens), atol=1e-4, rtol=0)

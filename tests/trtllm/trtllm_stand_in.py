@@ -1,0 +1,664 @@
+"""TEST-ONLY stand-in for the part of TensorRT-LLM 1.2.1's API our model classes use. NOT TensorRT-LLM.
+
+TensorRT-LLM cannot be installed on our machines, so `install()` puts pure-torch modules under the
+real module paths (``tensorrt_llm._torch.modules.attention`` ...) into ``sys.modules``. Names,
+constructor and forward signatures follow the 1.2.x source (keyword-only ``Attention.__init__``,
+``Linear.load_weights(weights: List[Dict])`` with fused QKV / gate-up modes and TP sharding,
+``create_moe(routing_method, num_experts, hidden_size, intermediate_size, dtype, reduce_results,
+model_config, ...)`` with VANILLA ``E.w1/w2/w3`` expert weights, ``RopeParams``/``RotaryEmbedding``,
+``DecoderModelForCausalLM(model, *, config, hidden_size, vocab_size)``, ``register_auto_model``).
+The attention backend is a per-layer-slot contiguous KV cache, single sequence; the "executor"
+(:func:`run_forward`) sizes the cache from ``model_config.get_num_attention_layers()`` like
+TensorRT-LLM's KV-cache creator. Nothing here says anything about TensorRT-LLM's kernels.
+Only TP size 1 is exercised by the forward tests (sharding code is exercised by load_weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import sys
+import types
+from typing import Dict, Generic, List, Optional, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STAND_IN = True
+
+
+# ---------------------------------------------------------------- tensorrt_llm.functional / mapping
+class PositionEmbeddingType(enum.IntEnum):
+    learned_absolute = 0
+    rope_gptj = 1
+    rope_gpt_neox = 2
+    long_rope = 3
+    alibi = 4
+    alibi_with_scale = 5
+    relative = 6
+    chatglm = 7
+    yarn = 8
+    mrope = 9
+    deferred = 10
+
+
+@dataclasses.dataclass
+class Mapping:
+    world_size: int = 1
+    rank: int = 0
+    tp_size: int = 1
+    pp_size: int = 1
+    moe_tp_size: int = -1
+    moe_ep_size: int = -1
+    enable_attention_dp: bool = False
+
+    def __post_init__(self):
+        if self.moe_tp_size == -1 and self.moe_ep_size == -1:
+            self.moe_tp_size, self.moe_ep_size = self.tp_size, 1
+
+    @property
+    def tp_rank(self) -> int:
+        return self.rank % self.tp_size
+
+
+# ---------------------------------------------------------------- quantization
+class QuantAlgo(str, enum.Enum):
+    FP8 = "FP8"
+    W4A16_AWQ = "W4A16_AWQ"
+
+
+@dataclasses.dataclass
+class QuantConfig:
+    quant_algo: Optional[QuantAlgo] = None
+    kv_cache_quant_algo: Optional[QuantAlgo] = None
+    group_size: int = 128
+    exclude_modules: Optional[List[str]] = None
+
+
+# ---------------------------------------------------------------- _torch.model_config
+@dataclasses.dataclass(kw_only=True)
+class ModelConfig:
+    pretrained_config: Optional[object] = None
+    mapping: Mapping = dataclasses.field(default_factory=Mapping)
+    quant_config: QuantConfig = dataclasses.field(default_factory=QuantConfig)
+    moe_backend: str = "CUTLASS"
+    attn_backend: str = "TRTLLM"
+    skip_create_weights_in_init: bool = False
+
+    def get_quant_config(self, name: Optional[str] = None) -> QuantConfig:
+        return self.quant_config
+
+    def get_num_attention_layers(self) -> int:
+        return self.pretrained_config.num_hidden_layers
+
+
+# ---------------------------------------------------------------- attention_backend.interface
+class PredefinedAttentionMask(str, enum.Enum):
+    CAUSAL = "causal"
+    FULL = "full"
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class RopeParams:
+    dim: int = 0
+    theta: float = 10000.0
+    alpha: float = 1.0
+    scale_type: int = 0
+    scale: float = 1.0
+    max_positions: int = 1024
+
+    def create_rope_const_params(self):
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
+        return inv_freq
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class PositionalEmbeddingParams:
+    type: PositionEmbeddingType
+    embedder: Optional[object] = None
+    rope: Optional[RopeParams] = None
+    is_neox: bool = True
+
+
+class KVCacheManager:
+    """Stand-in cache: one K and one V buffer per attention layer slot (num_layers slots)."""
+
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_seq_len: int, dtype: torch.dtype):
+        self.num_layers = num_layers
+        self.k = torch.zeros(num_layers, max_seq_len, num_kv_heads, head_dim, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.writes = [0] * num_layers
+
+    def get_buffers(self, layer_idx: int):
+        if not 0 <= layer_idx < self.num_layers:
+            raise IndexError(f"layer_idx {layer_idx} has no KV-cache pool ({self.num_layers} allocated)")
+        return self.k[layer_idx], self.v[layer_idx]
+
+
+@dataclasses.dataclass(kw_only=True)
+class AttentionMetadata:
+    max_num_requests: int = 1
+    num_contexts: int = 1
+    seq_lens: Optional[torch.Tensor] = None
+    kv_cache_manager: Optional[KVCacheManager] = None
+    num_cached_tokens: int = 0          # stand-in: single sequence, tokens already in the cache
+    all_rank_num_tokens: Optional[List[int]] = None
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.seq_lens.sum())
+
+
+# ---------------------------------------------------------------- modules.linear
+class TensorParallelMode(str, enum.Enum):
+    COLUMN = "column"
+    ROW = "row"
+
+
+class WeightMode(str, enum.Enum):
+    VANILLA = "vanilla"
+    FUSED_QKV_LINEAR = "fused_qkv_linear"
+    FUSED_GATE_UP_LINEAR = "fused_gate_up_linear"
+
+
+@dataclasses.dataclass(kw_only=True)
+class WeightsLoadingConfig:
+    weight_mode: WeightMode = WeightMode.VANILLA
+
+
+def load_weight_shard(weight, tensor_parallel_size=1, tensor_parallel_rank=0, tensor_parallel_mode=None):
+    if tensor_parallel_mode is None or tensor_parallel_size == 1:
+        return weight
+    dim = 0 if tensor_parallel_mode == TensorParallelMode.COLUMN else 1
+    return weight.chunk(tensor_parallel_size, dim=dim)[tensor_parallel_rank]
+
+
+def _unpack_w4(weight: torch.Tensor) -> torch.Tensor:
+    b = weight.view(torch.uint8).to(torch.int64)
+    s = torch.stack([b & 0xF, (b >> 4) & 0xF], dim=-1).reshape(weight.shape[0], -1)
+    return torch.where(s >= 8, s - 16, s)
+
+
+class Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = None,
+                 mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
+                 gather_output: bool = False, quant_config: Optional[QuantConfig] = None,
+                 weights_loading_config: Optional[WeightsLoadingConfig] = None, reduce_output: bool = True,
+                 skip_create_weights_in_init: bool = False, use_custom_cublas_mm: bool = False,
+                 lora=None, allreduce_strategy=None, force_dynamic_quantization: bool = False):
+        super().__init__()
+        self.mapping = mapping or Mapping()
+        self.tp_size, self.tp_rank = self.mapping.tp_size, self.mapping.tp_rank
+        self.tp_mode = tensor_parallel_mode
+        self.in_features, self.out_features = in_features, out_features
+        if tensor_parallel_mode == TensorParallelMode.COLUMN:
+            out_features //= self.tp_size
+        elif tensor_parallel_mode == TensorParallelMode.ROW:
+            in_features //= self.tp_size
+        self.dtype = dtype or torch.float32
+        self.weights_loading_config = weights_loading_config or WeightsLoadingConfig()
+        self.quant_config = quant_config
+        algo = None if quant_config is None else quant_config.quant_algo
+        self.algo = algo
+        if algo == QuantAlgo.W4A16_AWQ:
+            g = quant_config.group_size
+            self.weight = nn.Parameter(torch.empty(out_features, in_features // 2, dtype=torch.int8),
+                                       requires_grad=False)
+            self.weight_scale = nn.Parameter(torch.empty(out_features, in_features // g, dtype=self.dtype),
+                                             requires_grad=False)
+        elif algo == QuantAlgo.FP8:
+            raise NotImplementedError("stand-in: FP8 QDQ Linear is not emulated")
+        else:
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=self.dtype), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=self.dtype)) if bias else None
+
+    def _shard(self, t: torch.Tensor) -> torch.Tensor:
+        return load_weight_shard(t, self.tp_size, self.tp_rank, self.tp_mode)
+
+    def load_weights(self, weights: List[Dict]):
+        mode = self.weights_loading_config.weight_mode
+        expected = {WeightMode.VANILLA: 1, WeightMode.FUSED_QKV_LINEAR: 3, WeightMode.FUSED_GATE_UP_LINEAR: 2}[mode]
+        assert len(weights) == expected, f"{mode} expects {expected} weight dicts, got {len(weights)}"
+        for pname in ("weight", "weight_scale"):
+            p = getattr(self, pname, None)
+            if p is None:
+                continue
+            parts = [self._shard(w[pname]) for w in weights]
+            full = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            assert tuple(full.shape) == tuple(p.shape), f"{pname}: {tuple(full.shape)} vs {tuple(p.shape)}"
+            p.data.copy_(full.to(p.dtype))
+
+    def forward(self, input, *, all_reduce_params=None, lora_params=None, layer_idx=None):
+        if self.algo == QuantAlgo.W4A16_AWQ:
+            g = self.weight.shape[1] * 2 // self.weight_scale.shape[1]
+            w = (_unpack_w4(self.weight).float() * self.weight_scale.float().repeat_interleave(g, dim=1))
+            return F.linear(input, w.to(input.dtype), self.bias)
+        return F.linear(input, self.weight, self.bias)
+
+
+# ---------------------------------------------------------------- modules.rms_norm / embedding
+class RMSNorm(nn.Module):
+    def __init__(self, *, hidden_size: int, eps: float, dtype: Optional[torch.dtype] = None, device=None,
+                 has_weights: bool = True, use_gemma: bool = False):
+        super().__init__()
+        self.variance_epsilon = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size, dtype=dtype or torch.float32), requires_grad=False)
+
+    def forward(self, hidden_states, residual=None):
+        x = hidden_states.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        out = self.weight * x.to(hidden_states.dtype)
+        return out if residual is None else (out, residual)
+
+
+class LMHead(nn.Module):
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype = None,
+                 mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
+                 gather_output: bool = False):
+        super().__init__()
+        self.mapping = mapping or Mapping()
+        self.tp_mode = tensor_parallel_mode
+        rows = num_embeddings // self.mapping.tp_size if tensor_parallel_mode == TensorParallelMode.COLUMN \
+            else num_embeddings
+        self.weight = nn.Parameter(torch.empty(rows, embedding_dim, dtype=dtype or torch.float32),
+                                   requires_grad=False)
+
+    def load_weights(self, weights: List[Dict]):
+        assert len(weights) == 1
+        w = load_weight_shard(weights[0]["weight"], self.mapping.tp_size, self.mapping.tp_rank, self.tp_mode)
+        self.weight.data.copy_(w.to(self.weight.dtype))
+
+    def forward(self, input):
+        return F.linear(input, self.weight)
+
+
+class Embedding(LMHead):
+    def forward(self, input):
+        return F.embedding(input, self.weight)
+
+
+# ---------------------------------------------------------------- modules.gated_mlp
+class GatedMLP(nn.Module):
+    def __init__(self, *, hidden_size: int, intermediate_size: int, bias: bool, activation=F.silu,
+                 dtype: Optional[torch.dtype] = None, config: Optional[ModelConfig] = None,
+                 overridden_tp_size: Optional[int] = None, reduce_output: bool = True, layer_idx=None,
+                 use_cute_dsl_blockscaling_mm: bool = False):
+        super().__init__()
+        config = config or ModelConfig()
+        self.activation = activation
+        self.gate_up_proj = Linear(hidden_size, 2 * intermediate_size, bias=bias, dtype=dtype, mapping=config.mapping,
+                                   tensor_parallel_mode=TensorParallelMode.COLUMN,
+                                   quant_config=config.get_quant_config(),
+                                   weights_loading_config=WeightsLoadingConfig(
+                                       weight_mode=WeightMode.FUSED_GATE_UP_LINEAR))
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype, mapping=config.mapping,
+                                tensor_parallel_mode=TensorParallelMode.ROW, quant_config=config.get_quant_config())
+
+    def forward(self, x, all_rank_num_tokens=None, final_all_reduce_params=None, lora_params=None, **kwargs):
+        h = self.gate_up_proj(x)
+        gate, up = h.chunk(2, dim=-1)
+        return self.down_proj(self.activation(gate) * up)
+
+
+# ---------------------------------------------------------------- modules.fused_moe
+class BaseMoeRoutingMethod(nn.Module):
+    def apply(self, router_logits):
+        raise NotImplementedError
+
+    @property
+    def experts_per_token(self):
+        return self.top_k
+
+
+class DefaultMoeRoutingMethod(BaseMoeRoutingMethod):
+    """softmax -> top-k (no renormalisation)."""
+
+    def __init__(self, top_k: int, force_enable_pytorch_op: bool = False):
+        super().__init__()
+        self.top_k = top_k
+
+    def apply(self, router_logits):
+        v, i = torch.topk(F.softmax(router_logits.float(), dim=-1), k=self.top_k, dim=-1)
+        return i.to(torch.int32), v
+
+
+class RenormalizeMoeRoutingMethod(BaseMoeRoutingMethod):
+    """top-k on logits -> softmax over the k (= softmax, top-k, renormalise)."""
+
+    def __init__(self, top_k: int, force_enable_pytorch_op: bool = False):
+        super().__init__()
+        self.top_k = top_k
+
+    def apply(self, router_logits):
+        v, i = torch.topk(router_logits, k=self.top_k, dim=-1)
+        return i.to(torch.int32), F.softmax(v.float(), dim=-1)
+
+
+class MoEWeightLoadingMode(enum.IntEnum):
+    VANILLA = 0
+    FUSED_GATE_UP_PROJ = 1
+
+
+class VanillaMoE(nn.Module):
+    """Per-expert loop (TensorRT-LLM's reference MoE backend), fp32 accumulation."""
+
+    def __init__(self, *, routing_method, num_experts, hidden_size, intermediate_size, dtype=None,
+                 reduce_results=False, model_config=None, weight_loading_mode=MoEWeightLoadingMode.VANILLA,
+                 layer_idx=None):
+        super().__init__()
+        model_config = model_config or ModelConfig()
+        if model_config.quant_config.quant_algo is not None:
+            raise NotImplementedError("stand-in: quantized fused MoE is not emulated")
+        self.routing_method = routing_method
+        self.num_experts, self.hidden_size, self.intermediate_size = num_experts, hidden_size, intermediate_size
+        dtype = dtype or torch.float32
+        self.w3_w1_weight = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size, dtype=dtype),
+                                         requires_grad=False)
+        self.w2_weight = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size, dtype=dtype),
+                                      requires_grad=False)
+
+    def load_weights(self, weights: List[Dict]):
+        assert len(weights) == 1
+        w = weights[0]
+        for e in range(self.num_experts):
+            self.w3_w1_weight.data[e].copy_(torch.cat([w[f"{e}.w3.weight"], w[f"{e}.w1.weight"]]))
+            self.w2_weight.data[e].copy_(w[f"{e}.w2.weight"])
+
+    def forward(self, x, router_logits, do_finalize=True, output_dtype=None, all_rank_num_tokens=None,
+                use_dp_padding=None, **kwargs):
+        ids, scales = self.routing_method.apply(router_logits)
+        out = torch.zeros(x.shape[0], self.hidden_size, dtype=torch.float32)
+        I = self.intermediate_size
+        for e in torch.unique(ids).tolist():  # per expert, as TensorRT-LLM's VanillaMoE loops
+            tok, slot = (ids == e).nonzero(as_tuple=True)
+            h = F.linear(x[tok], self.w3_w1_weight[e])
+            h = F.silu(h[:, I:]) * h[:, :I]
+            out.index_add_(0, tok, F.linear(h, self.w2_weight[e]).float() * scales[tok, slot, None].float())
+        return out.to(x.dtype)
+
+
+def create_moe(routing_method, num_experts, hidden_size, intermediate_size, dtype=None, reduce_results=False,
+               model_config=ModelConfig(), override_quant_config=None, aux_stream_dict=None,
+               weight_loading_mode=MoEWeightLoadingMode.VANILLA, bias=False, apply_router_weight_on_input=False,
+               layer_idx=None, swiglu_alpha=None, swiglu_beta=None, swiglu_limit=None):
+    return VanillaMoE(routing_method=routing_method, num_experts=num_experts, hidden_size=hidden_size,
+                      intermediate_size=intermediate_size, dtype=dtype, reduce_results=reduce_results,
+                      model_config=model_config, weight_loading_mode=weight_loading_mode, layer_idx=layer_idx)
+
+
+# ---------------------------------------------------------------- modules.rotary_embedding / attention
+class RotaryEmbedding(nn.Module):
+    def __init__(self, rope_params: RopeParams, *, head_dim: int, is_neox: bool = True):
+        super().__init__()
+        self.head_dim, self.is_neox = head_dim, is_neox
+        self.inv_freq = rope_params.create_rope_const_params()
+
+    def forward(self, position_ids: torch.Tensor, targets: List[torch.Tensor], remove_input_padding: bool = True):
+        pos = position_ids.reshape(-1).float()
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos(), emb.sin()
+        out = []
+        for t in targets:
+            x = t.reshape(t.shape[0], -1, self.head_dim)
+            x1, x2 = x.chunk(2, dim=-1)
+            rot = torch.cat((-x2, x1), dim=-1)
+            y = x * cos[:, None, :].to(x.dtype) + rot * sin[:, None, :].to(x.dtype)
+            out.append(y.reshape(t.shape))
+        return out
+
+
+class TrtllmAttention:
+    """Backend stand-in: write this step's K/V into slot `layer_idx`, attend causally over the slot."""
+
+    def __init__(self, layer_idx, num_heads, head_dim, num_kv_heads, pos_embd_params=None, fused_rope=None):
+        self.layer_idx, self.num_heads, self.head_dim, self.num_kv_heads = layer_idx, num_heads, head_dim, num_kv_heads
+        self.fused_rope = fused_rope
+
+    def forward(self, q, k, v, metadata: AttentionMetadata, attention_mask=PredefinedAttentionMask.CAUSAL,
+                position_ids=None, **kwargs):
+        T, d = q.shape[0], self.head_dim
+        if self.fused_rope is not None:
+            q, k = self.fused_rope(position_ids, [q, k])
+        start = metadata.num_cached_tokens
+        kc, vc = metadata.kv_cache_manager.get_buffers(self.layer_idx)
+        kc[start:start + T] = k.reshape(T, self.num_kv_heads, d).to(kc.dtype)
+        vc[start:start + T] = v.reshape(T, self.num_kv_heads, d).to(vc.dtype)
+        metadata.kv_cache_manager.writes[self.layer_idx] += 1
+        S = start + T
+        kk = kc[:S].repeat_interleave(self.num_heads // self.num_kv_heads, dim=1).float()
+        vv = vc[:S].repeat_interleave(self.num_heads // self.num_kv_heads, dim=1).float()
+        qq = q.reshape(T, self.num_heads, d).float()
+        scores = torch.einsum("thd,shd->hts", qq, kk) / math.sqrt(d)
+        future = torch.arange(S)[None, :] > (start + torch.arange(T))[:, None]
+        probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        return torch.einsum("hts,shd->thd", probs, vv).reshape(T, -1).to(q.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, *, hidden_size: int, num_attention_heads: int, num_key_value_heads: int,
+                 max_position_embeddings: int, bias: bool,
+                 pos_embd_params: Optional[PositionalEmbeddingParams] = None, rope_fusion: Optional[bool] = None,
+                 layer_idx: Optional[int] = None, dtype: torch.dtype = None, dense_bias: Optional[bool] = None,
+                 config: Optional[ModelConfig] = None, q_scaling: float = 1.0,
+                 attention_chunk_size: Optional[int] = None, disable_deep_gemm: bool = False,
+                 attn_output_gate: Optional[bool] = None, use_custom_cublas_mm: bool = False,
+                 reduce_output: bool = True):
+        super().__init__()
+        config = config or ModelConfig()
+        self.layer_idx = layer_idx
+        self.hidden_size = hidden_size
+        self.num_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = getattr(config.pretrained_config, "head_dim", None)
+        if not isinstance(self.head_dim, int):
+            self.head_dim = hidden_size // num_attention_heads
+        tp = config.mapping.tp_size
+        self.num_heads //= tp
+        self.num_key_value_heads = max(1, self.num_key_value_heads // tp)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_key_value_heads * self.head_dim
+        self.pos_embd_params = pos_embd_params
+        self.rope_fusion = True if rope_fusion is None else rope_fusion
+        self.qkv_proj = Linear(hidden_size, tp * self.q_size + 2 * tp * self.kv_size, bias=bias, dtype=dtype,
+                               mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.COLUMN,
+                               weights_loading_config=WeightsLoadingConfig(weight_mode=WeightMode.FUSED_QKV_LINEAR),
+                               quant_config=config.get_quant_config())
+        self.o_proj = Linear(tp * self.q_size, hidden_size, bias=bool(dense_bias), dtype=dtype,
+                             mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.ROW,
+                             quant_config=config.get_quant_config())
+        rope = None
+        if pos_embd_params is not None:
+            rope = RotaryEmbedding(pos_embd_params.rope, head_dim=self.head_dim, is_neox=pos_embd_params.is_neox)
+        self.rotary_emb = None if self.rope_fusion else rope
+        self.attn = TrtllmAttention(layer_idx, self.num_heads, self.head_dim, self.num_key_value_heads,
+                                    pos_embd_params, fused_rope=rope if self.rope_fusion else None)
+
+    def split_qkv(self, q, k=None, v=None):
+        if k is None and v is None:
+            q, k, v = q.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return q, k, v
+
+    def convert_qkv(self, q, k, v):
+        return q, k, v
+
+    def apply_rope(self, q, k, v, position_ids):
+        if not self.rope_fusion and position_ids is not None:
+            q, k, v = self.split_qkv(q, k, v)
+            q, k = self.rotary_emb(position_ids, [q, k])
+        return q, k, v
+
+    def forward_impl(self, q, k, v, attn_metadata, attention_mask, attention_window_size=None,
+                     attention_mask_data=None, mrope_config=None, position_ids=None):
+        q, k, v = self.split_qkv(q, k, v)
+        return self.attn.forward(q, k, v, attn_metadata, attention_mask, position_ids=position_ids)
+
+    def forward(self, position_ids, hidden_states, attn_metadata, attention_mask=PredefinedAttentionMask.CAUSAL,
+                mrope_config=None, all_reduce_params=None, lora_params=None, attention_window_size=None,
+                attention_mask_data=None, **kwargs):
+        qkv = self.qkv_proj(hidden_states)
+        q, k, v = qkv, None, None
+        q, k, v = self.apply_rope(q, k, v, position_ids)
+        q, k, v = self.convert_qkv(q, k, v)
+        out = self.forward_impl(q, k, v, attn_metadata, attention_mask, position_ids=position_ids)
+        return self.o_proj(out, all_reduce_params=all_reduce_params, lora_params=lora_params,
+                           layer_idx=self.layer_idx)
+
+
+class DecoderLayer(nn.Module):
+    pass
+
+
+# ---------------------------------------------------------------- models.modeling_utils
+MODEL_CLASS_MAPPING: Dict[str, type] = {}
+
+
+def register_auto_model(name: str):
+    def decorator(cls):
+        MODEL_CLASS_MAPPING[name] = cls
+        return cls
+    return decorator
+
+
+TModel = TypeVar("TModel")
+TConfig = TypeVar("TConfig")
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, model_config: ModelConfig):
+        super().__init__()
+        self.model_config = model_config
+
+
+class LogitsProcessor(nn.Module):
+    def forward(self, hidden_states, lm_head, attn_metadata, return_context_logits=False):
+        if not return_context_logits:
+            hidden_states = hidden_states[-1:]
+        return lm_head(hidden_states).float()
+
+
+class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig]):
+    def __init__(self, model: TModel, *, config: ModelConfig, hidden_size: int, vocab_size: int):
+        super().__init__()
+        self.model_config = config
+        self.model = model
+        self.lm_head = LMHead(vocab_size, hidden_size, dtype=getattr(config.pretrained_config, "torch_dtype", None),
+                              mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.COLUMN,
+                              gather_output=True)
+        self.logits_processor = LogitsProcessor()
+
+    @property
+    def config(self):
+        return self.model_config.pretrained_config
+
+    def forward(self, attn_metadata, input_ids=None, position_ids=None, inputs_embeds=None,
+                return_context_logits: bool = False, **kwargs):
+        h = self.model(input_ids=input_ids, attn_metadata=attn_metadata, position_ids=position_ids,
+                       inputs_embeds=inputs_embeds)
+        return self.logits_processor.forward(h, self.lm_head, attn_metadata, return_context_logits)
+
+
+class AutoModelForCausalLM:
+    @staticmethod
+    def from_config(config: ModelConfig):
+        arch = config.pretrained_config.architectures[0]
+        if arch not in MODEL_CLASS_MAPPING:
+            raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {arch}")
+        return MODEL_CLASS_MAPPING[arch](config)
+
+
+# ---------------------------------------------------------------- installing under the real paths
+_MODULES = {
+    "tensorrt_llm": {},
+    "tensorrt_llm.functional": {"PositionEmbeddingType": PositionEmbeddingType},
+    "tensorrt_llm.mapping": {"Mapping": Mapping},
+    "tensorrt_llm.models": {},
+    "tensorrt_llm.models.modeling_utils": {"QuantConfig": QuantConfig},
+    "tensorrt_llm.quantization": {"QuantAlgo": QuantAlgo},
+    "tensorrt_llm._torch": {},
+    "tensorrt_llm._torch.attention_backend": {"AttentionMetadata": AttentionMetadata,
+                                              "TrtllmAttention": TrtllmAttention},
+    "tensorrt_llm._torch.attention_backend.interface": {
+        "PositionalEmbeddingParams": PositionalEmbeddingParams, "PredefinedAttentionMask": PredefinedAttentionMask,
+        "RopeParams": RopeParams, "AttentionMetadata": AttentionMetadata},
+    "tensorrt_llm._torch.model_config": {"ModelConfig": ModelConfig},
+    "tensorrt_llm._torch.models": {"AutoModelForCausalLM": AutoModelForCausalLM},
+    "tensorrt_llm._torch.models.modeling_auto": {"AutoModelForCausalLM": AutoModelForCausalLM},
+    "tensorrt_llm._torch.models.modeling_utils": {
+        "DecoderModel": DecoderModel, "DecoderModelForCausalLM": DecoderModelForCausalLM,
+        "register_auto_model": register_auto_model, "MODEL_CLASS_MAPPING": MODEL_CLASS_MAPPING},
+    "tensorrt_llm._torch.modules": {},
+    "tensorrt_llm._torch.modules.attention": {"Attention": Attention},
+    "tensorrt_llm._torch.modules.decoder_layer": {"DecoderLayer": DecoderLayer},
+    "tensorrt_llm._torch.modules.embedding": {"Embedding": Embedding, "LMHead": LMHead},
+    "tensorrt_llm._torch.modules.fused_moe": {
+        "create_moe": create_moe, "RenormalizeMoeRoutingMethod": RenormalizeMoeRoutingMethod,
+        "DefaultMoeRoutingMethod": DefaultMoeRoutingMethod, "VanillaMoE": VanillaMoE,
+        "MoEWeightLoadingMode": MoEWeightLoadingMode},
+    "tensorrt_llm._torch.modules.gated_mlp": {"GatedMLP": GatedMLP},
+    "tensorrt_llm._torch.modules.linear": {"Linear": Linear, "TensorParallelMode": TensorParallelMode,
+                                           "WeightMode": WeightMode, "WeightsLoadingConfig": WeightsLoadingConfig},
+    "tensorrt_llm._torch.modules.rms_norm": {"RMSNorm": RMSNorm},
+    "tensorrt_llm._torch.modules.rotary_embedding": {"RotaryEmbedding": RotaryEmbedding},
+}
+
+
+def install() -> None:
+    """Put the stand-in into sys.modules under TensorRT-LLM's module paths (test processes only)."""
+    for name, attrs in _MODULES.items():
+        mod = types.ModuleType(name, "TEST-ONLY stand-in for " + name + " (not TensorRT-LLM)")
+        mod.__path__ = []  # a package, so submodules resolve from sys.modules
+        mod.__dict__.update(attrs)
+        mod.HUNYUAN_TEST_STAND_IN = True
+        sys.modules[name] = mod
+    for name in _MODULES:
+        if "." in name:
+            parent, child = name.rsplit(".", 1)
+            setattr(sys.modules[parent], child, sys.modules[name])
+
+
+def uninstall() -> None:
+    for name in _MODULES:
+        if getattr(sys.modules.get(name), "HUNYUAN_TEST_STAND_IN", False):
+            del sys.modules[name]
+
+
+# ---------------------------------------------------------------- the executor's part
+@torch.no_grad()
+def new_cache(model) -> KVCacheManager:
+    """Allocate the KV cache as TensorRT-LLM's creator does: get_num_attention_layers() pools."""
+    mc = model.model_config
+    pc = mc.pretrained_config
+    head_dim = getattr(pc, "head_dim", None) or pc.hidden_size // pc.num_attention_heads
+    return KVCacheManager(mc.get_num_attention_layers(), pc.num_key_value_heads, head_dim, 256,
+                          model.model.embed_tokens.weight.dtype)
+
+
+@torch.no_grad()
+def run_forward(model, cache: KVCacheManager, ids: List[int], start: int, context_logits: bool) -> torch.Tensor:
+    meta = AttentionMetadata(seq_lens=torch.tensor([len(ids)]), kv_cache_manager=cache, num_cached_tokens=start,
+                             all_rank_num_tokens=[len(ids)])
+    return model.forward(meta, input_ids=torch.tensor(ids), position_ids=torch.arange(start, start + len(ids))[None],
+                         return_context_logits=context_logits)
+
+
+@torch.no_grad()
+def generate(model, prompt: List[int], max_new_tokens: int) -> List[int]:
+    cache = new_cache(model)
+    logits = run_forward(model, cache, prompt, 0, False)
+    out, pos = [], len(prompt)
+    for _ in range(max_new_tokens):
+        tok = int(logits[-1].argmax())
+        out.append(tok)
+        logits = run_forward(model, cache, [tok], pos, False)
+        pos += 1
+    return out
+
+
+@torch.no_grad()
+def prompt_logprobs(model, ids: List[int]) -> torch.Tensor:
+    logits = run_forward(model, new_cache(model), ids, 0, True)
+    logp = torch.log_softmax(logits[:-1].float(), dim=-1)
+    return logp.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)

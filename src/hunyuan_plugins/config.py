@@ -212,6 +212,22 @@ def _architecture(raw: dict) -> str:
     return arch
 
 
+def _check_native_moe(raw: dict, model_type: str, n_layers: int, intermediate: int) -> None:
+    """Tencent MoE fields in a transformers-native config must agree with what transformers does
+    (it ignores them): otherwise the same file means two different models. Hub copies of A13B
+    carry both, consistently (moe_intermediate_size 3072 == intermediate_size)."""
+    fixed = {"moe_intermediate_size": intermediate, "num_shared_expert": 1, "moe_layer_num_skipped": 0,
+             "use_mixed_mlp_moe": True}
+    for field, want in fixed.items():
+        if raw.get(field) is None:
+            continue
+        values = raw[field] if isinstance(raw[field], list) else [raw[field]] * n_layers
+        if any(v != want for v in values):
+            raise HunyuanConfigError(
+                field, f"is {raw[field]!r}, but model_type {model_type!r} (transformers) ignores it and uses "
+                f"{want!r}; set model_type 'hunyuan' for Tencent's per-layer MoE fields")
+
+
 def _parse(raw: dict) -> HunyuanConfig:
     arch = _architecture(raw)
     model_type = raw["model_type"]
@@ -257,6 +273,7 @@ def _parse(raw: dict) -> HunyuanConfig:
             expert_size = [intermediate] * n_layers
             n_shared = [1] * n_layers
             skipped = 0
+            _check_native_moe(raw, model_type, n_layers, intermediate)
         else:
             expert_size = _per_layer(raw, "moe_intermediate_size", n_layers, intermediate)
             n_shared = _per_layer(raw, "num_shared_expert", n_layers, 1)

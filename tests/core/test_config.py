@@ -75,6 +75,21 @@ def test_native_moe_sizes_experts_from_intermediate_size():
     assert all(s.expert_size == 3072 and s.shared_size == 3072 and s.top_k == 8 for s in c.layers)
 
 
+def test_native_moe_with_consistent_tencent_fields_loads():
+    """The Hub's A13B config: model_type hunyuan_v1_moe plus Tencent's fields, all agreeing."""
+    c = HunyuanConfig.from_dict(dict(A13B, model_type="hunyuan_v1_moe"))
+    assert all(s.expert_size == 3072 and s.shared_size == 3072 for s in c.layers)
+
+
+@pytest.mark.parametrize("field, value", [("moe_intermediate_size", 1536), ("moe_intermediate_size", [1536] * 32),
+                                          ("num_shared_expert", 2), ("moe_layer_num_skipped", 1)])
+def test_native_moe_with_contradicting_tencent_fields_is_refused(field, value):
+    """transformers would size this model from intermediate_size: one file, two models -> error."""
+    with pytest.raises(HunyuanConfigError) as err:
+        HunyuanConfig.from_dict(dict(A13B, model_type="hunyuan_v1_moe", **{field: value}))
+    assert err.value.field == field and "model_type 'hunyuan'" in str(err.value)
+
+
 def test_per_layer_lists_and_skipped_dense_layers():
     raw = dict(A13B, num_hidden_layers=4, moe_topk=[2, 2, 3, 1], moe_intermediate_size=[64, 64, 96, 32],
                num_shared_expert=[1, 1, 2, 0], moe_layer_num_skipped=1)

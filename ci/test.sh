@@ -19,3 +19,8 @@ if [ "$what" = "all" ] && [ -d tests/vllm ]; then
   bash ci/setup-vllm.sh
   "$VENVS/vllm/bin/python" "${PYTEST[@]}" tests/vllm
 fi
+
+if [ "$what" = "all" ] && [ -d tests/sglang ]; then
+  bash ci/setup-sglang.sh
+  "$VENVS/sglang/bin/python" "${PYTEST[@]}" tests/sglang
+fi

@@ -14,16 +14,13 @@ checkpoint's own config.json), in any dtype.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 
 import torch
 
+from hunyuan_plugins import dequant_stream
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core import quant as Q
-
-_SUFFIXES = {"fp8": ("weight", "weight_scale", "input_scale"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
 
 
 def checkpoint_quant(vllm_config) -> dict | None:
@@ -32,16 +29,11 @@ def checkpoint_quant(vllm_config) -> dict | None:
     qc = getattr(hf, "quantization_config", None)
     if qc:
         return qc if isinstance(qc, dict) else qc.to_dict()
-    path = os.path.join(vllm_config.model_config.model, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f).get("quantization_config")
-    return None
+    return dequant_stream.checkpoint_quantization(vllm_config.model_config.model)
 
 
 def _method(vllm_config) -> str | None:
-    spec = Q.QuantSpec.from_hf(checkpoint_quant(vllm_config))
-    return None if spec is None else spec.method
+    return dequant_stream.quant_method(checkpoint_quant(vllm_config))
 
 
 def dequantizing(vllm_config) -> bool:
@@ -74,21 +66,4 @@ def describe(vllm_config) -> str:
 def dequantized(stream: Iterator[tuple[str, torch.Tensor]], cfg: HunyuanConfig,
                 dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     """Canonical stream with quantized projections replaced by their ``.weight`` dequantised to `dtype`."""
-    spec = Q.QuantSpec.from_hf(cfg.quantization_config)
-    needed = _SUFFIXES[spec.method]
-    pending: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in stream:
-        prefix, suffix = name.rsplit(".", 1)
-        quantized = suffix in needed and (suffix != "weight" or tensor.dtype == torch.float8_e4m3fn)
-        if not quantized:
-            yield name, tensor
-            continue
-        parts = pending.setdefault(prefix, {})
-        parts[suffix] = tensor
-        if all(s in parts for s in needed):
-            del pending[prefix]
-            yield f"{prefix}.weight", Q.dequantize_linear(spec.method, parts, dtype)
-    if pending:
-        prefix, parts = next(iter(pending.items()))
-        missing = [s for s in needed if s not in parts]
-        raise ValueError(f"quantized projection '{prefix}' is missing {missing} in the checkpoint")
+    return dequant_stream.dequantized(stream, cfg, dtype)

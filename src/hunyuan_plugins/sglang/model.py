@@ -1,0 +1,390 @@
+"""Hunyuan A13B, Large (CLA) and dense on SGLang 0.5.23's own layers.
+
+Built from :class:`hunyuan_plugins.config.HunyuanConfig` (per-layer top-k / expert sizes / shared
+experts, CLA pairs), weights through the core's canonical names (``core/checkpoint.py``). What is
+specific to SGLang lives here: its parallel linears, ``RadixAttention`` and its paged KV pool,
+``FusedMoE`` + ``TopK`` (tensor and expert parallel as SGLang shards them), the logits processor.
+
+Differences from SGLang's built-in ``models/hunyuan.py`` (which crashes on the first prefill):
+* q/k reach ``RadixAttention`` as ``(tokens, heads * head_dim)`` after QK-norm (the built-in hands
+  over ``(tokens * heads, head_dim)``, which 0.5.23's padded-row logic cuts to ``tokens`` rows);
+* RoPE uses the alpha-NTK base ``theta * alpha ** (d / (d - 2))`` directly (valid at any length);
+* fp32 router; per-layer lists from the config; ``prefix`` passed to every layer;
+* CLA that runs and shares memory: a CLA pair has ONE KV-cache slot. ``RadixAttention.layer_id``
+  is the pair's slot, the owner layer writes, the cross layer attends with
+  ``save_kv_cache=False``, and the model exposes ``start_layer=0, end_layer=num_kv_layers`` —
+  what SGLang's ``resolve_layer_indices`` reads to size the pool — so the pool holds half the
+  layers. Exact per DESIGN.md's hint: both layers of a pair cache the weight-free normalised key
+  ``k / rms(k)`` and fold their own ``key_layernorm`` weight into the query.
+
+Quantized checkpoints (Tencent FP8 static per-tensor, GPTQ-Int4): SGLang has no CPU kernels for
+either, so on CPU (``SGLANG_USE_CPU_ENGINE=1``) the layers are built unquantized and the core
+dequantises each projection as it streams in (``hunyuan_plugins.dequant_stream``);
+``HUNYUAN_SGLANG_DEQUANTIZE=1`` forces that anywhere, ``=0`` never. Otherwise SGLang's own
+``fp8`` / ``gptq`` quant config is passed to the layers unchanged (GPU path: not verified here).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from sglang.srt.distributed import tensor_model_parallel_all_reduce
+from sglang.srt.layers.activation import SiluAndMul
+from sglang.srt.layers.layernorm import RMSNorm
+from sglang.srt.layers.linear import (
+    ColumnParallelLinear,
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    ReplicatedLinear,
+    RowParallelLinear,
+)
+from sglang.srt.layers.logits_processor import LogitsProcessor
+from sglang.srt.layers.moe.fused_moe_triton import FusedMoE
+from sglang.srt.layers.moe.topk import TopK
+from sglang.srt.layers.radix_attention import RadixAttention
+from sglang.srt.layers.rotary_embedding import get_rope
+from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+from sglang.srt.model_loader.weight_utils import default_weight_loader
+from sglang.srt.runtime_context import get_parallel
+from sglang.srt.utils import is_cpu
+
+from hunyuan_plugins.config import HunyuanConfig
+from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights
+from hunyuan_plugins.core.model import rms_normalize
+from hunyuan_plugins.dequant_stream import checkpoint_quantization, dequantized, quant_method
+
+logger = logging.getLogger("sglang.hunyuan_plugins")
+
+DEQUANTIZE_ENV = "HUNYUAN_SGLANG_DEQUANTIZE"
+
+
+def _model_path(config) -> str:
+    return getattr(config, "_name_or_path", "") or ""
+
+
+def hunyuan_config(config) -> HunyuanConfig:
+    """The normalised config of the served model; quantization read from the files if SGLang's
+    view has none (e.g. hidden with ``--json-model-override-args '{"quantization_config": null}'``)."""
+    raw = config.to_dict()
+    qc = raw.get("quantization_config") or checkpoint_quantization(_model_path(config))
+    raw.pop("original_moe_intermediate_size", None)
+    return HunyuanConfig.from_dict({**raw, "quantization_config": qc})
+
+
+def dequantizing(cfg: HunyuanConfig) -> bool:
+    if quant_method(cfg.quantization_config) is None:
+        return False
+    forced = os.environ.get(DEQUANTIZE_ENV)
+    if forced is not None:
+        return forced == "1"
+    return is_cpu()
+
+
+def describe_quant(cfg: HunyuanConfig, quant_config) -> str:
+    method = quant_method(cfg.quantization_config)
+    if method is None:
+        return "unquantized"
+    if dequantizing(cfg):
+        return f"{method} checkpoint dequantised at load (no {method} kernels on this platform)"
+    return f"SGLang {quant_config.get_name() if quant_config else '?'} kernels"
+
+
+class HunyuanMLP(nn.Module):
+    """SwiGLU MLP: dense layers, dense models and the MoE shared expert."""
+
+    def __init__(self, hidden: int, inter: int, quant_config, prefix: str, reduce_results: bool = True):
+        super().__init__()
+        self.gate_up_proj = MergedColumnParallelLinear(hidden, [inter] * 2, bias=False, quant_config=quant_config,
+                                                       prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = RowParallelLinear(inter, hidden, bias=False, quant_config=quant_config,
+                                           reduce_results=reduce_results, prefix=f"{prefix}.down_proj")
+        self.act_fn = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        x, _ = self.down_proj(self.act_fn(gate_up))
+        return x
+
+
+class HunyuanAttention(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, kv_slot: int, max_position: int, quant_config, prefix: str):
+        super().__init__()
+        tp = get_parallel().tp_size
+        if cfg.num_heads % tp:
+            raise ValueError(f"num_attention_heads={cfg.num_heads} is not divisible by tensor parallel size {tp}")
+        if cfg.num_kv_heads % tp and tp % cfg.num_kv_heads:
+            raise ValueError(f"num_key_value_heads={cfg.num_kv_heads} and tensor parallel size {tp} do not divide")
+        self.cfg, self.layer = cfg, layer
+        self.num_heads = cfg.num_heads // tp
+        self.num_kv_heads = max(1, cfg.num_kv_heads // tp)
+        self.head_dim = cfg.head_dim
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.owns_kv = cfg.owns_kv(layer)
+        self.fold_key_norm = cfg.use_cla and cfg.use_qk_norm  # the exact KV-sharing trick
+        if self.owns_kv:
+            self.qkv_proj = QKVParallelLinear(cfg.hidden_size, self.head_dim, cfg.num_heads, cfg.num_kv_heads,
+                                              bias=False, quant_config=quant_config, prefix=f"{prefix}.qkv_proj")
+        else:  # CLA cross layer: a query projection only
+            self.q_proj = ColumnParallelLinear(cfg.hidden_size, cfg.q_size, bias=False, quant_config=quant_config,
+                                               prefix=f"{prefix}.q_proj")
+        self.o_proj = RowParallelLinear(cfg.q_size, cfg.hidden_size, bias=False, quant_config=quant_config,
+                                        prefix=f"{prefix}.o_proj")
+        # static alpha-NTK base (what Tencent's and transformers' code compute), no scaling class
+        self.rotary_emb = get_rope(self.head_dim, rotary_dim=self.head_dim, max_position=max_position,
+                                   base=cfg.rope_base, rope_scaling=None, is_neox_style=True)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+            self.key_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
+        # layer_id = the KV-cache slot: both layers of a CLA pair address the same buffer
+        self.attn = RadixAttention(self.num_heads, self.head_dim, self.head_dim ** -0.5,
+                                   num_kv_heads=self.num_kv_heads, layer_id=kv_slot, quant_config=quant_config,
+                                   prefix=f"{prefix}.attn")
+
+    def _norm(self, norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0]
+        return norm(x.reshape(-1, self.head_dim).contiguous()).view(t, -1)
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor, forward_batch: ForwardBatch,
+                shared_kv: tuple[torch.Tensor, torch.Tensor] | None):
+        if self.owns_kv:
+            qkv, _ = self.qkv_proj(hidden)
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q, k = self.rotary_emb(positions, q, k)
+        else:
+            if shared_kv is None:
+                raise RuntimeError(f"CLA layer {self.layer} ran without its partner layer's K/V")
+            q, _ = self.q_proj(hidden)
+            k, v = shared_kv
+            q, _ = self.rotary_emb(positions, q, torch.zeros_like(k))
+        if self.cfg.use_qk_norm:
+            q = self._norm(self.query_layernorm, q)
+            if self.fold_key_norm:
+                w = self.key_layernorm.weight  # this layer's key norm, folded into its query
+                q = (q.view(q.shape[0], -1, self.head_dim) * w).view(q.shape[0], -1)
+                if self.owns_kv:
+                    t = k.shape[0]
+                    k = rms_normalize(k.reshape(t, -1, self.head_dim), self.cfg.rms_norm_eps).reshape(t, -1)
+            else:
+                k = self._norm(self.key_layernorm, k)
+        # (tokens, heads * head_dim): the layout RadixAttention's padded-row logic expects
+        out = self.attn(q.contiguous(), k.contiguous(), v.contiguous(), forward_batch,
+                        save_kv_cache=self.owns_kv)
+        out, _ = self.o_proj(out)
+        return out, (k, v)
+
+
+class HunyuanMoE(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, quant_config, prefix: str):
+        super().__init__()
+        spec = cfg.layers[layer]
+        self.tp_size = get_parallel().tp_size
+        if self.tp_size > cfg.num_experts:
+            raise ValueError(f"tensor parallel size {self.tp_size} is greater than num_experts={cfg.num_experts}")
+        # fp32 router, as Tencent and transformers run it (never quantized)
+        self.gate = ReplicatedLinear(cfg.hidden_size, cfg.num_experts, bias=False, params_dtype=torch.float32,
+                                     quant_config=None, prefix=f"{prefix}.gate")
+        self.topk = TopK(top_k=spec.top_k, layer_id=layer,
+                         renormalize=spec.renormalize)  # top-1 (Large) keeps the raw softmax probability
+        self.experts = FusedMoE(num_experts=cfg.num_experts, hidden_size=cfg.hidden_size,
+                                intermediate_size=spec.expert_size, layer_id=layer, top_k=spec.top_k,
+                                reduce_results=False, quant_config=quant_config, prefix=f"{prefix}.experts")
+        self.topk.bind_runner_backend(self.experts.runner_backend)
+        self.shared_mlp = (HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.shared_mlp",
+                                      reduce_results=False) if spec.shared_size else None)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        shape = hidden.shape
+        hidden = hidden.view(-1, shape[-1])
+        shared = self.shared_mlp(hidden) if self.shared_mlp is not None else None
+        router_logits, _ = self.gate(hidden.float())
+        out = self.experts(hidden, self.topk(hidden, router_logits))
+        if shared is not None:
+            out = out + shared
+        if self.tp_size > 1:
+            out = tensor_model_parallel_all_reduce(out)
+        return out.view(shape)
+
+
+class HunyuanDecoderLayer(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, layer: int, kv_slot: int, max_position: int, quant_config, prefix: str):
+        super().__init__()
+        spec = cfg.layers[layer]
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.self_attn = HunyuanAttention(cfg, layer, kv_slot, max_position, quant_config, f"{prefix}.self_attn")
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        if spec.moe:
+            self.mlp = HunyuanMoE(cfg, layer, quant_config, f"{prefix}.mlp")
+        else:
+            self.mlp = HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.mlp")
+
+    def forward(self, positions, hidden, forward_batch, residual, shared_kv):
+        if residual is None:
+            residual = hidden
+            hidden = self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden, kv = self.self_attn(positions, hidden, forward_batch, shared_kv)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual, kv
+
+
+class HunyuanModel(nn.Module):
+    def __init__(self, cfg: HunyuanConfig, quant_config, prefix: str = "model"):
+        super().__init__()
+        self.cfg = cfg
+        owners = [i for i in range(cfg.num_layers) if cfg.owns_kv(i)]
+        self.kv_slot = [owners.index(cfg.layers[i].kv_source) for i in range(cfg.num_layers)]
+        max_position = cfg.max_position_embeddings
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, prefix=f"{prefix}.embed_tokens")
+        self.layers = nn.ModuleList(
+            HunyuanDecoderLayer(cfg, i, self.kv_slot[i], max_position, quant_config, f"{prefix}.layers.{i}")
+            for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    def forward(self, input_ids, positions, forward_batch, input_embeds=None):
+        hidden = input_embeds if input_embeds is not None else self.embed_tokens(input_ids)
+        residual, shared_kv = None, None
+        for layer in self.layers:
+            hidden, residual, shared_kv = layer(positions, hidden, forward_batch, residual, shared_kv)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+# canonical projection -> (SGLang fused parameter, shard id)
+_STACKED = [(".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
+            (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1)]
+
+
+class HunyuanForCausalLMBase(nn.Module):
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+
+    def __init__(self, config, quant_config=None, prefix: str = ""):
+        super().__init__()
+        cfg = self.cfg = hunyuan_config(config)
+        arch = type(self).__name__
+        if cfg.architecture != arch:
+            raise ValueError(f"config.json describes {cfg.architecture} but {arch} was asked to serve it")
+        self.config = config
+        self.model_path = _model_path(config)
+        self.dequantize = dequantizing(cfg)
+        layer_quant = None if self.dequantize else quant_config
+        self.model = HunyuanModel(cfg, layer_quant, prefix=f"{prefix}.model" if prefix else "model")
+        # lm_head stays unquantized (it is on every Hunyuan quantization ignore-list)
+        self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, quant_config=None,
+                                      prefix=f"{prefix}.lm_head" if prefix else "lm_head")
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.logits_processor = LogitsProcessor(config)
+        # SGLang sizes the KV pool from [start_layer, end_layer) of the model: one slot per KV owner
+        # (half the layers with CLA); RadixAttention.layer_id of every layer is its pair's slot.
+        self.start_layer, self.end_layer = 0, cfg.num_kv_layers
+        self._kv_logged = False
+        logger.info("hunyuan_plugins: %s served by %s.%s (%d layers, %d KV-cache layers%s, %s)", arch,
+                    type(self).__module__, arch, cfg.num_layers, cfg.num_kv_layers,
+                    ", CLA" if cfg.use_cla else "", describe_quant(cfg, quant_config))
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
+                input_embeds: torch.Tensor | None = None, **kwargs):
+        if not self._kv_logged:
+            self._log_kv_pool(forward_batch)
+        hidden = self.model(input_ids, positions, forward_batch, input_embeds)
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+
+    def _log_kv_pool(self, forward_batch: ForwardBatch) -> None:
+        self._kv_logged = True
+        from sglang.srt.layers import radix_attention
+
+        pool = getattr(radix_attention.get_attn_backend(), "token_to_kv_pool", None)
+        k, v = getattr(pool, "k_buffer", None), getattr(pool, "v_buffer", None)
+        if k is None or v is None:
+            return
+        nbytes = sum(t.numel() * t.element_size() for t in list(k) + list(v))
+        logger.info("hunyuan_plugins: KV pool: %d layer buffers for %d layers, %d bytes, %d token slots",
+                    len(k), self.cfg.num_layers, nbytes, k[0].shape[0])
+
+    # ---- weights ---------------------------------------------------------------------------
+    def _validated_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
+        if os.path.isdir(self.model_path):
+            Checkpoint(self.model_path, self.cfg)  # raises CheckpointError naming every bad tensor
+        else:
+            logger.warning("hunyuan_plugins: %r is not a local directory; tensors are checked as they load",
+                           self.model_path)
+        stream = canonical_weights(weights, self.cfg)
+        if self.dequantize:
+            stream = dequantized(stream, self.cfg, self.model.embed_tokens.weight.dtype)
+        return stream
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
+        params = dict(self.named_parameters())
+        expert_map = FusedMoE.make_expert_params_mapping("gate_proj", "down_proj", "up_proj",
+                                                         self.cfg.num_experts) if self.cfg.is_moe else []
+        loaded: set[str] = set()
+        for name, tensor in self._validated_weights(weights):
+            if name == "lm_head.weight" and self.cfg.tie_word_embeddings:
+                continue
+            if ".mlp.experts." in name:
+                for param_name, weight_name, expert_id, shard_id in expert_map:
+                    if weight_name in name:
+                        target = name.replace(weight_name, param_name)
+                        param = self._param(params, target, name)
+                        param.weight_loader(param, tensor, target, shard_id=shard_id, expert_id=expert_id)
+                        loaded.add(target)
+                        break
+                else:
+                    raise KeyError(f"checkpoint tensor '{name}' matches no expert parameter")
+                continue
+            for fused, part, shard in _STACKED:
+                if part in name and not self._cross_layer_q(name):
+                    target = name.replace(part, fused)
+                    param = self._param(params, target, name)
+                    param.weight_loader(param, tensor, shard)
+                    loaded.add(target)
+                    break
+            else:
+                param = self._param(params, name, name)
+                getattr(param, "weight_loader", default_weight_loader)(param, tensor)
+                loaded.add(name)
+        missing = sorted(n for n in params if n not in loaded
+                         and not (n == "lm_head.weight" and self.cfg.tie_word_embeddings))
+        if missing:
+            raise ValueError(f"hunyuan_plugins: {len(missing)} parameter(s) got no weight from the checkpoint: "
+                             f"{missing[:10]}")
+        return loaded
+
+    def _param(self, params: dict, target: str, source: str):
+        if target not in params:
+            raise KeyError(f"checkpoint tensor '{source}' (-> '{target}') has no parameter in "
+                           f"{type(self).__name__}")
+        return params[target]
+
+    def _cross_layer_q(self, name: str) -> bool:
+        """A CLA cross layer keeps a plain q_proj (nothing to stack)."""
+        if ".self_attn.q_proj." not in name:
+            return False
+        layer = int(name.split(".layers.", 1)[1].split(".", 1)[0])
+        return not self.cfg.owns_kv(layer)
+
+
+class HunYuanMoEV1ForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan-A13B (and any Hunyuan MoE without CLA)."""
+
+
+class HunYuanForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan-Large: MoE top-1 with cross-layer attention (one KV-cache slot per layer pair)."""
+
+
+class HunYuanDenseV1ForCausalLM(HunyuanForCausalLMBase):
+    """Hunyuan dense 0.5B-7B."""
+
+
+EntryClass = [HunYuanMoEV1ForCausalLM, HunYuanForCausalLM, HunYuanDenseV1ForCausalLM]

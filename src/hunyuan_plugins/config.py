@@ -106,6 +106,15 @@ class HunyuanConfig:
         """Number of distinct KV cache entries the model needs (half the layers with CLA)."""
         return sum(self.owns_kv(i) for i in range(self.num_layers))
 
+    def heads_per_rank(self, tp: int) -> tuple[int, int]:
+        """(query heads, KV heads) on each of `tp` tensor-parallel ranks; KV heads are replicated
+        when tp exceeds them. Raises a ValueError naming the field that does not divide."""
+        if self.num_heads % tp:
+            raise ValueError(f"num_attention_heads={self.num_heads} is not divisible by tensor parallel size {tp}")
+        if self.num_kv_heads % tp and tp % self.num_kv_heads:
+            raise ValueError(f"num_key_value_heads={self.num_kv_heads} and tensor parallel size {tp} do not divide")
+        return self.num_heads // tp, max(1, self.num_kv_heads // tp)
+
     # ---- construction --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> HunyuanConfig:

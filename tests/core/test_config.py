@@ -170,3 +170,15 @@ def test_transformers_autoconfig_reads_tencent_dialect_without_remote_code(tmp_p
     assert type(cfg).__name__ == "HunYuanConfig"
     assert cfg.head_dim == 80 and cfg.use_cla
     assert cfg.hunyuan().num_kv_layers == 32
+
+
+@pytest.mark.parametrize("tp, want", [(1, (32, 8)), (4, (8, 2)), (8, (4, 1)), (16, (2, 1))])
+def test_heads_per_rank(tp, want):
+    assert HunyuanConfig.from_dict(A13B).heads_per_rank(tp) == want
+
+
+@pytest.mark.parametrize("tp, field", [(3, "num_attention_heads"), (12, "num_key_value_heads")])
+def test_heads_per_rank_refuses_what_does_not_divide(tp, field):
+    cfg = HunyuanConfig.from_dict(dict(A13B) if tp == 3 else dict(A13B, num_attention_heads=48, num_key_value_heads=16))
+    with pytest.raises(ValueError, match=field):
+        cfg.heads_per_rank(tp)

@@ -109,10 +109,10 @@ def make_plan(ckpt: Checkpoint, tp: int = 1, ep: int = 1, dtype: str = "auto", q
             raise BuildError(f"{name} must be a positive integer, got {v!r}")
     if tp % ep:
         raise BuildError(f"--ep {ep} must divide --tp {tp} (TensorRT-LLM: moe_tp_size * moe_ep_size = tp_size)")
-    if cfg.num_heads % tp:
-        raise BuildError(f"--tp {tp} does not divide num_attention_heads={cfg.num_heads}")
-    if cfg.num_kv_heads % tp and tp % cfg.num_kv_heads:
-        raise BuildError(f"--tp {tp} and num_key_value_heads={cfg.num_kv_heads}: neither divides the other")
+    try:
+        cfg.heads_per_rank(tp)
+    except ValueError as e:
+        raise BuildError(f"--tp {tp}: {e}") from None
     if cfg.vocab_size % tp:
         raise BuildError(f"--tp {tp} does not divide vocab_size={cfg.vocab_size}")
     moe_tp = tp // ep

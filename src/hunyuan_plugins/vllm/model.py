@@ -85,13 +85,8 @@ class HunyuanAttention(nn.Module):
                  quant_config: QuantizationConfig | None, prefix: str):
         super().__init__()
         tp = get_tensor_model_parallel_world_size()
-        if cfg.num_heads % tp:
-            raise ValueError(f"num_attention_heads={cfg.num_heads} is not divisible by tensor parallel size {tp}")
-        if cfg.num_kv_heads % tp and tp % cfg.num_kv_heads:
-            raise ValueError(f"num_key_value_heads={cfg.num_kv_heads} and tensor parallel size {tp} do not divide")
         self.cfg, self.layer = cfg, layer
-        self.num_heads = cfg.num_heads // tp
-        self.num_kv_heads = max(1, cfg.num_kv_heads // tp)
+        self.num_heads, self.num_kv_heads = cfg.heads_per_rank(tp)
         self.head_dim = cfg.head_dim
         self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.owns_kv = cfg.owns_kv(layer)

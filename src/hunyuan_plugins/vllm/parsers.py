@@ -18,6 +18,9 @@ from collections.abc import Sequence
 REASONING_PARSER = "hunyuan_a13b"
 TOOL_PARSER = "hunyuan_a13b"
 _NAMES = (REASONING_PARSER, "hunyuan")
+# tokens of tail decoded per structured-output step: enough for "</think>" in any tokenizer (byte
+# level at worst: 8 tokens) plus the newline and the start of the answer after it
+_END_WINDOW = 16
 
 
 def register() -> None:
@@ -139,8 +142,13 @@ def _build() -> dict:
             return P.THINK_END in text or text.lstrip().startswith(P.ANSWER_START)
 
         def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids) -> bool:
-            text = self._turn_text(input_ids)
-            return P.THINK_END in text or text.lstrip().startswith(P.ANSWER_START)
+            # Asked on every decode step until it first says True, so only the tail that can hold a
+            # newly completed </think> is decoded (not the whole sequence: O(1) per step, not O(n)).
+            n = len(list(delta_ids)) + _END_WINDOW
+            tail = self.model_tokenizer.decode(list(input_ids[-n:]))
+            turn_start = P.TURN_END in tail or len(input_ids) <= n  # the window reaches the turn's start
+            text = tail.rsplit(P.TURN_END, 1)[-1]
+            return P.THINK_END in text or (turn_start and text.lstrip().startswith(P.ANSWER_START))
 
         def adjust_initial_state_from_prompt(self, prompt_token_ids: Sequence[int]) -> None:
             text = self._turn_text(prompt_token_ids)

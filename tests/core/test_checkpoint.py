@@ -228,3 +228,19 @@ def test_streaming_canonicalisation_equals_checkpoint(tiny, dialect):
     ck = dict(Checkpoint(path).iter_tensors())
     assert streamed.keys() == ck.keys()
     assert all(torch.equal(streamed[k], ck[k]) for k in ck)
+
+
+def test_fused_target_packs_qkv_and_gate_up_but_not_a_cla_cross_layer_query(tiny):
+    from hunyuan_plugins.config import HunyuanConfig
+    from hunyuan_plugins.core.checkpoint import fused_target
+
+    large = HunyuanConfig.from_pretrained(tiny("large", "tencent", "bf16"))
+    p = "model.layers.{}.self_attn.{}_proj.weight"
+    assert fused_target(p.format(0, "q"), large) == (p.format(0, "qkv"), "q")
+    assert fused_target(p.format(0, "v"), large) == (p.format(0, "qkv"), "v")
+    assert fused_target(p.format(1, "q"), large) is None  # CLA cross layer: q_proj alone
+    assert fused_target(p.format(1, "o"), large) is None
+    assert fused_target("model.layers.2.mlp.shared_mlp.up_proj.weight", large) == (
+        "model.layers.2.mlp.shared_mlp.gate_up_proj.weight", 1)
+    assert fused_target("model.layers.2.self_attn.k_proj.weight_scale", large) == (
+        "model.layers.2.self_attn.qkv_proj.weight_scale", "k")

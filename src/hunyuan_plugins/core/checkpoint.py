@@ -279,6 +279,23 @@ class Checkpoint:
         return out
 
 
+# canonical projection -> (fused parameter, shard id): how vLLM and SGLang pack their linears
+# (QKVParallelLinear "q"/"k"/"v", MergedColumnParallelLinear 0/1 = gate/up).
+_FUSED = ((".q_proj.", ".qkv_proj.", "q"), (".k_proj.", ".qkv_proj.", "k"), (".v_proj.", ".qkv_proj.", "v"),
+          (".gate_proj.", ".gate_up_proj.", 0), (".up_proj.", ".gate_up_proj.", 1))
+
+
+def fused_target(name: str, cfg: HunyuanConfig) -> tuple[str, str | int] | None:
+    """Parameter and shard id of a canonical non-expert tensor in an engine with fused qkv and
+    gate/up linears; None when it loads as is (a CLA cross layer's q_proj stands alone)."""
+    for part, fused, shard in _FUSED:
+        if part in name:
+            if part == ".q_proj." and not cfg.owns_kv(int(name.split(".layers.", 1)[1].split(".", 1)[0])):
+                return None
+            return name.replace(part, fused), shard
+    return None
+
+
 def canonical_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """Stream (stored name, tensor) of any dialect -> (canonical name, tensor), tensors as stored.
 

@@ -55,7 +55,7 @@ from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import is_cpu
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights
+from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights, fused_target
 from hunyuan_plugins.core.model import rms_normalize
 from hunyuan_plugins.dequant_stream import checkpoint_quantization, dequantized, quant_method
 
@@ -251,11 +251,6 @@ class HunyuanModel(nn.Module):
         return hidden
 
 
-# canonical projection -> (SGLang fused parameter, shard id)
-_STACKED = [(".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
-            (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1)]
-
-
 class HunyuanForCausalLMBase(nn.Module):
     packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
@@ -338,17 +333,14 @@ class HunyuanForCausalLMBase(nn.Module):
                 else:
                     raise KeyError(f"checkpoint tensor '{name}' matches no expert parameter")
                 continue
-            for fused, part, shard in _STACKED:
-                if part in name and not self._cross_layer_q(name):
-                    target = name.replace(part, fused)
-                    param = self._param(params, target, name)
-                    param.weight_loader(param, tensor, shard)
-                    loaded.add(target)
-                    break
+            fused = fused_target(name, self.cfg)
+            target = fused[0] if fused else name
+            param = self._param(params, target, name)
+            if fused:
+                param.weight_loader(param, tensor, fused[1])
             else:
-                param = self._param(params, name, name)
                 getattr(param, "weight_loader", default_weight_loader)(param, tensor)
-                loaded.add(name)
+            loaded.add(target)
         missing = sorted(n for n in params if n not in loaded
                          and not (n == "lm_head.weight" and self.cfg.tie_word_embeddings))
         if missing:
@@ -362,12 +354,6 @@ class HunyuanForCausalLMBase(nn.Module):
                            f"{type(self).__name__}")
         return params[target]
 
-    def _cross_layer_q(self, name: str) -> bool:
-        """A CLA cross layer keeps a plain q_proj (nothing to stack)."""
-        if ".self_attn.q_proj." not in name:
-            return False
-        layer = int(name.split(".layers.", 1)[1].split(".", 1)[0])
-        return not self.cfg.owns_kv(layer)
 
 
 class HunYuanMoEV1ForCausalLM(HunyuanForCausalLMBase):

@@ -54,7 +54,7 @@ from vllm.model_executor.models.utils import (
 from vllm.sequence import IntermediateTensors
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights
+from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights, fused_target
 from hunyuan_plugins.core.model import rms_normalize
 from hunyuan_plugins.vllm import quant
 from hunyuan_plugins.vllm._compat import Attention, FusedMoEFactory
@@ -248,10 +248,6 @@ class HunyuanModel(nn.Module):
         return hidden
 
 
-# canonical projection -> (vLLM fused parameter, shard id)
-_STACKED = [(".qkv_proj", ".q_proj", "q"), (".qkv_proj", ".k_proj", "k"), (".qkv_proj", ".v_proj", "v"),
-            (".gate_up_proj", ".gate_proj", 0), (".gate_up_proj", ".up_proj", 1)]
-
 
 class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
     packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
@@ -317,23 +313,18 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
                 name = maybe_remap_kv_scale_name(name, params)
                 if name is None:
                     continue
-            for fused, part, shard in _STACKED:
-                if part in name and not self._cross_layer_q(name):
-                    target = name.replace(part, fused)
-                    if is_pp_missing_parameter(target, self):
-                        break
-                    param = params[target]
-                    param.weight_loader(param, tensor, shard)
-                    loaded.add(target)
-                    break
+            fused = fused_target(name, self.cfg)
+            target = fused[0] if fused else name
+            if is_pp_missing_parameter(target, self):
+                continue
+            if target not in params:
+                raise KeyError(f"checkpoint tensor '{name}' has no parameter '{target}' in {type(self).__name__}")
+            param = params[target]
+            if fused:
+                param.weight_loader(param, tensor, fused[1])
             else:
-                if is_pp_missing_parameter(name, self):
-                    continue
-                if name not in params:
-                    raise KeyError(f"checkpoint tensor '{name}' has no parameter in {type(self).__name__}")
-                param = params[name]
                 getattr(param, "weight_loader", default_weight_loader)(param, tensor)
-                loaded.add(name)
+            loaded.add(target)
         modules = dict(self.named_modules())
         for runner_name, items in experts.items():
             if is_pp_missing_parameter(runner_name, self):
@@ -341,12 +332,6 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
             loaded.update(f"{runner_name}.{n}" for n in modules[runner_name].load_weights(items))
         return loaded
 
-    def _cross_layer_q(self, name: str) -> bool:
-        """A CLA cross layer keeps a plain q_proj (nothing to stack)."""
-        if ".self_attn.q_proj." not in name:
-            return False
-        layer = int(name.split(".layers.", 1)[1].split(".", 1)[0])
-        return not self.cfg.owns_kv(layer)
 
 
 class HunYuanMoEV1ForCausalLM(HunyuanForCausalLMBase):

@@ -10,7 +10,7 @@ What one measurement is: ``torch.ops.hunyuan.moe_route`` + ``moe_experts[_fp8|_f
 1536 (TP2)}, T in {1, 8, 64, 256, 1024, 4096}, for bf16, fp8 (Tencent static per-tensor W8A8),
 fp8 with 128x128 block scales and int4 (GPTQ W4A16 g128, in the layout prepared at load).
 
-Method (facts/kernels.md section 4.2):
+Method (docs/kernels.md, "Benchmark (GPU)"):
   * correctness first: every implementation is compared with the torch reference of the same
     format at every shape; one that disagrees is reported as WRONG and not timed;
   * CUDA graph of ``--calls`` consecutive layer calls, each on its own router logits; before each
@@ -21,7 +21,7 @@ Method (facts/kernels.md section 4.2):
   * time per call = replay time / calls; median and p10/p90 over ``--replays`` replays;
   * GB/s from the bytes a call must move (distinct experts hit in the actual routing x bytes per
     expert + activations), TFLOP/s from 6*T*k*H*I, %roofline = max(bytes/peak BW, flops/peak
-    FLOP/s) / time with the spec peaks of the device (facts/roofline.txt), routing share = our
+    FLOP/s) / time with the spec peaks of the device (``SPECS`` below), routing share = our
     routing alone (top-k softmax + block alignment, timed the same way) / our layer;
   * ratio = peer time / our time (> 1: we are faster), peers measured in the same run.
 
@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("bf16", "fp8", "fp8_block", "int4")
 PEERS_ENV = "HUNYUAN_PEERS_DIR"
 
-# Spec peaks (facts/roofline.txt): HBM bytes/s, dense bf16 and fp8 FLOP/s.
+# Spec peaks (NVIDIA's H100 SXM / H200 datasheets): HBM bytes/s, dense bf16 and fp8 FLOP/s.
 SPECS = {
     "H100": (3.35e12, 989e12, 1979e12),
     "H200": (4.80e12, 989e12, 1979e12),
@@ -114,8 +114,8 @@ def _unpack_int4(qweight, scales):
 
 def make_layer(kind: str, E: int, H: int, I: int, top_k: int, device, act_dtype, seed: int = 0,
                calib_tokens: int = 64) -> Layer:
-    from hunyuan_plugins.core import moe as ref
-    from hunyuan_plugins.core import quant
+    from hunyuan_plugins.ops import reference as ref
+    from hunyuan_plugins.quant import fp8
 
     g = torch.Generator(device=device).manual_seed(seed)
     w13 = _randn((E, 2 * I, H), act_dtype, device, g, H ** -0.5)
@@ -145,19 +145,19 @@ def make_layer(kind: str, E: int, H: int, I: int, top_k: int, device, act_dtype,
 
     if kind == "fp8":
         def q_expert(w13_e, w2_e):
-            gq, gs = quant.quantize_fp8(w13_e[:I])
-            uq, us = quant.quantize_fp8(w13_e[I:])
-            dq, ds = quant.quantize_fp8(w2_e)
+            gq, gs = fp8.quantize(w13_e[:I])
+            uq, us = fp8.quantize(w13_e[I:])
+            dq, ds = fp8.quantize(w2_e)
             return torch.cat([gq, uq]), torch.stack([gs, us]), dq, ds.reshape(1)
         q13, s13, q2, s2 = _per_expert(q_expert, w13, w2)
         # static input scales, calibrated like Tencent's: amax over calibration tokens, all experts
         xc = _randn((calib_tokens, H), act_dtype, device, g, 1.0)
-        a13 = quant.fp8_input_scale(xc)
+        a13 = fp8.input_scale(xc)
         hmax = torch.zeros((), device=device)
         for e in range(E):
             h = F.linear(xc.float(), w13[e].float())
             hmax = torch.maximum(hmax, (F.silu(h[:, :I]) * h[:, I:]).abs().max())
-        a2 = (hmax / quant.FP8_E4M3_MAX).reshape(())
+        a2 = (hmax / fp8.E4M3_MAX).reshape(())
         args = (q13, q2, s13, s2, a13, a2)
         layer = Layer(kind, E, H, I, top_k,
                       with_routing(lambda x, w, i: ops.moe_experts_fp8(x, *args, w, i)),
@@ -167,8 +167,8 @@ def make_layer(kind: str, E: int, H: int, I: int, top_k: int, device, act_dtype,
         return layer
 
     if kind == "fp8_block":
-        q13, s13 = _per_expert(ref.quantize_fp8_block, w13)
-        q2, s2 = _per_expert(ref.quantize_fp8_block, w2)
+        q13, s13 = _per_expert(fp8.quantize_block, w13)
+        q2, s2 = _per_expert(fp8.quantize_block, w2)
         args = (q13, q2, s13, s2)
         layer = Layer(kind, E, H, I, top_k,
                       with_routing(lambda x, w, i: ops.moe_experts_fp8_block(x, *args, w, i)),
@@ -459,7 +459,8 @@ def environment(device) -> dict:
         except (OSError, subprocess.SubprocessError):
             env["driver"] = None
     try:
-        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.strip()
         env["git"] = sha + ("+dirty" if dirty else "")
@@ -630,7 +631,8 @@ def write_results(rows, env, args, impls):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="tiny shapes, correctness only (runs on CPU)")
     p.add_argument("--dtypes", type=lambda s: s.split(","), default=list(DTYPES))
     p.add_argument("--tokens", type=lambda s: [int(t) for t in s.split(",")], default=None,

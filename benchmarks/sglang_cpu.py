@@ -6,10 +6,11 @@ Checkpoint: the mid-size tiny A13B (hidden 512, 4 layers, 16 experts top-2 + sha
 in the form Hugging Face hosts A13B (``model_type: hunyuan_v1_moe`` with Tencent's fields and
 tensor names, see make_checkpoint) so SGLang's built-in class can read it without our plugin; fp32
 weights and compute. The built-in class also needs ``--json-model-override-args
-'{"moe_intermediate_size": 512}'`` (SGLang's CPU padding bug; our plugin hooks it instead). Each class runs in its own subprocess with SGLang's
-offline Engine (``SGLANG_USE_CPU_ENGINE=1``, ``torch_native`` attention, the test-only
-``sgl_kernel`` stand-in from tests/sglang on PYTHONPATH). The built-in class is selected by
-``SGLANG_PLUGINS=none`` (SGLang then loads no plugin of ours); a crash is reported, not hidden.
+'{"moe_intermediate_size": 512}'`` (SGLang's CPU padding bug; our plugin hooks it instead). Each
+class runs in its own subprocess with SGLang's offline Engine (``SGLANG_USE_CPU_ENGINE=1``,
+``torch_native`` attention, the test-only ``sgl_kernel`` stand-in from tests/sglang on PYTHONPATH).
+The built-in class is selected by ``SGLANG_PLUGINS=none`` (SGLang then loads no plugin of ours); a
+crash is reported, not hidden.
 
 Measured per class: engine start, prefill latency (256-token prompt, 1 new token), single-stream
 decode (64 new tokens) and batched decode (8 prompts x 32 new tokens); median of 3 after a warm-up.
@@ -57,8 +58,9 @@ def worker(path: str, override: str) -> None:
     import sglang as sgl
 
     t0 = time.time()
-    engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu", attention_backend="torch_native", sampling_backend="pytorch",
-                        dtype="float32", mem_fraction_static=0.05, max_total_tokens=8192,
+    engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu",
+                        attention_backend="torch_native", sampling_backend="pytorch", dtype="float32",
+                        mem_fraction_static=0.05, max_total_tokens=8192,
                         disable_overlap_schedule=True, chunked_prefill_size=-1, max_running_requests=8,
                         disable_cuda_graph=True, skip_server_warmup=True, log_level="info")
     res = {"start_s": time.time() - t0}
@@ -88,7 +90,8 @@ def worker(path: str, override: str) -> None:
 
 def run(kind: str, path: str, log_dir: Path) -> dict:
     env = dict(os.environ, SGLANG_USE_CPU_ENGINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([str(STUB)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+               PYTHONPATH=os.pathsep.join([str(STUB)] + ([os.environ["PYTHONPATH"]]
+                                                         if os.environ.get("PYTHONPATH") else [])))
     env.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
     override = "{}"
     if kind == "builtin":
@@ -98,8 +101,8 @@ def run(kind: str, path: str, log_dir: Path) -> dict:
         env.pop("SGLANG_PLUGINS", None)
     log = log_dir / f"{kind}.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", path, "--override", override], stdout=f, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, __file__, "--worker", path, "--override", override], stdout=f,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             proc.wait(timeout=900)
         except subprocess.TimeoutExpired:
@@ -130,9 +133,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.override)
-    import torch
-
     import sglang
+    import torch
     out = Path(args.out or tempfile.mkdtemp(prefix="sglang-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "a13b-hf-mid"
@@ -142,7 +144,8 @@ def main() -> None:
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
     print(f"device: CPU {cpu}, {os.cpu_count()} cores visible; torch threads {torch.get_num_threads()}")
     print(f"versions: sglang {sglang.__version__}, torch {torch.__version__}, python {platform.python_version()}")
-    print(f"checkpoint: {ckpt} (tiny A13B hidden 512, 4 layers, 16 experts top-2 + shared, HF-hosted config form, fp32)")
+    print(f"checkpoint: {ckpt} (tiny A13B hidden 512, 4 layers, 16 experts top-2 + shared, "
+          "HF-hosted config form, fp32)")
     print(f"built-in class gets --json-model-override-args {json.dumps(BUILTIN_OVERRIDE)}")
     results = {kind: run(kind, str(ckpt), out) for kind in ("ours", "builtin")}
     cols = [("start_s", "engine start [s]"), ("prefill_256_s", "prefill 256 tok [s]"),

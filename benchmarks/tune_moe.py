@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "kernels" / "hunyuan_plugins_kernels" / "configs")
     args = p.parse_args(argv)
 
-    from hunyuan_plugins_kernels import _config, experts as X
+    from hunyuan_plugins_kernels import _config
+    from hunyuan_plugins_kernels import experts as X
 
     tags = {"bf16": "bf16", "fp8": "fp8_w8a8", "fp8_block": "fp8_w8a8_block128", "int4": "int4_w4a16_g128"}
     if args.list:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SGLang 0.5.23 on CPU plus our package, in its own venv. Usage: bash ci/setup-sglang.sh -> $VENVS/sglang
 #
-# Recipe (facts/sglang.md section 4): PyPI's torch 2.14.1 wheel (a CUDA build; it runs on CPU, and
+# Recipe (docs/sglang.md): PyPI's torch 2.14.1 wheel (a CUDA build; it runs on CPU, and
 # torchvision 0.29.1 needs it: the +cpu 2.13 wheel breaks torchvision), triton 3.8.0 (imported
 # unconditionally by SGLang), then sglang==0.5.23 with --no-deps plus exactly the pure-python
 # dependencies it imports (pinned below). A plain `pip install sglang` would pull flashinfer,

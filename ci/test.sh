@@ -13,6 +13,8 @@ command -v nvidia-smi >/dev/null || export TRITON_INTERPRET=1
 PYTEST=(-m pytest -q -p no:cacheprovider)
 
 bash ci/setup-dev.sh
+# lint first (ruff, pinned in the dev extra; config in pyproject.toml): a finding fails the run
+"$VENVS/dev/bin/ruff" check .
 "$VENVS/dev/bin/python" "${PYTEST[@]}" tests --ignore=tests/vllm --ignore=tests/sglang
 
 if [ "$what" = "all" ] && [ -d tests/vllm ]; then

@@ -307,7 +307,6 @@ def test_tool_stream_events():
 
 
 def test_tool_stream_think_passthrough():
-    p = ToolCallStreamParser()
     text = "<think>" + TC + "</think>ok"
     content, calls, _ = _stream_tools(list(text))
     assert calls == [] and content == text

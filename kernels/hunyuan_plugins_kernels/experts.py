@@ -15,9 +15,11 @@ Public API:
   :func:`prepare_fp8_block`         e4m3 weights with [128 x 128] block scales
                                     [E, N/128, K/128]; activations get dynamic scales per token
                                     and 128-group, computed inside the GEMM
-  :func:`prepare_int4_gptq`         GPTQ v1 sym int4 (gate/up/down stacked per expert) ->
-                                    qweight [E, K/8, N] int32 with K sorted by group (act-order
-                                    undone once here), scales [E, K/G, N], perm [E, K] or None
+  :func:`int4_weights`              int4 W4A16, zero point 8: qweight [E, K/8, N] int32 (8
+                                    nibbles along K) with K rows sorted by group, scales
+                                    [E, K/G, N], and for act order perm [E, K] (the A column of
+                                    each sorted K row) or None; hunyuan_plugins.quant.gptq
+                                    converts GPTQ checkpoints into it once at load
   ================================  =========================================================
 
 * :func:`fused_experts` -- x [T, H], topk_weights [T, k], topk_ids [T, k] (local ids, -1 = other
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import triton
@@ -116,7 +117,8 @@ def _check_stacks(w13: torch.Tensor, w2: torch.Tensor, dtypes) -> tuple[int, int
     E, two_i, H = w13.shape
     _check(two_i % 2 == 0 and tuple(w2.shape) == (E, H, two_i // 2),
            f"w13 [E, 2I, H] and w2 [E, H, I] disagree: {list(w13.shape)} vs {list(w2.shape)}")
-    _check(w13.dtype in dtypes and w2.dtype == w13.dtype, f"weights must be one of {dtypes}, got {w13.dtype}/{w2.dtype}")
+    _check(w13.dtype in dtypes and w2.dtype == w13.dtype,
+           f"weights must be one of {dtypes}, got {w13.dtype}/{w2.dtype}")
     return E, H, two_i // 2
 
 
@@ -162,7 +164,7 @@ def prepare_fp8_block(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tens
 def int4_weights(w13_qweight: torch.Tensor, w13_scales: torch.Tensor, w2_qweight: torch.Tensor,
                  w2_scales: torch.Tensor, w13_perm: torch.Tensor | None = None,
                  w2_perm: torch.Tensor | None = None) -> ExpertWeights:
-    """Wrap tensors already in the kernel's int4 layout (what prepare_int4_gptq returns)."""
+    """Wrap tensors in the kernel's int4 layout (see the module docstring)."""
     _check(w13_qweight.dtype == torch.int32 and w2_qweight.dtype == torch.int32, "int4 qweights must be int32")
     E, H8, two_i = w13_qweight.shape
     H, I = H8 * 8, two_i // 2
@@ -174,47 +176,6 @@ def int4_weights(w13_qweight: torch.Tensor, w13_scales: torch.Tensor, w2_qweight
     return ExpertWeights(Quant.INT4,
                          Operand(w13_qweight, w13_scales, perm=w13_perm, group_k=H // w13_scales.shape[1]),
                          Operand(w2_qweight, w2_scales, perm=w2_perm, group_k=I // w2_scales.shape[1]), E, H, I)
-
-
-def _gptq_sorted_k(gptq: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """GPTQ v1 sym stack (qweight [E, K/8, N], qzeros [E, K/G, N/8], scales [E, K/G, N],
-    g_idx [E, K]) -> (qweight with K rows sorted by group, scales, perm [E, K] or None)."""
-    from hunyuan_plugins.core import quant as q
-
-    qweight, qzeros, scales, g_idx = (gptq[n] for n in ("qweight", "qzeros", "scales", "g_idx"))
-    E, K = g_idx.shape
-    G = K // scales.shape[1]
-    out, perms = [], []
-    for e in range(E):
-        zeros = q.unpack_int4_cols(qzeros[e].cpu()) + 1
-        _check(bool((zeros == q.GPTQ_SYM_ZERO).all()), "only symmetric GPTQ (zero point 8) is supported")
-        perm = torch.sort(g_idx[e].cpu().long(), stable=True).indices
-        _check(torch.equal(g_idx[e].cpu().long()[perm], torch.arange(K) // G),
-               f"g_idx must put exactly {G} input rows in each group")
-        out.append(q.pack_int4_rows(q.unpack_int4_rows(qweight[e].cpu())[perm]))
-        perms.append(perm)
-    perm = torch.stack(perms).to(torch.int32)
-    identity = bool((perm == torch.arange(K, dtype=torch.int32)).all())
-    dev = qweight.device
-    return torch.stack(out).to(dev), scales.contiguous(), None if identity else perm.to(dev)
-
-
-def prepare_int4_gptq(gate: Mapping[str, torch.Tensor], up: Mapping[str, torch.Tensor],
-                      down: Mapping[str, torch.Tensor]) -> ExpertWeights:
-    """AutoGPTQ v1 sym int4, each of gate/up/down a dict of per-expert stacks (``qweight``,
-    ``qzeros``, ``scales``, ``g_idx``). Runs once at load time (CPU work, loops over experts).
-
-    desc_act: K rows are sorted by group here; the GEMM reads activations through the
-    permutation (no per-call copy). gate and up share their input, so GPTQ gives them the same
-    act order; different ones are rejected.
-    """
-    gq, gs, gp = _gptq_sorted_k(gate)
-    uq, us, up_perm = _gptq_sorted_k(up)
-    dq, ds, dp = _gptq_sorted_k(down)
-    _check((gp is None and up_perm is None) or (gp is not None and up_perm is not None and torch.equal(gp, up_perm)),
-           "gate_proj and up_proj must share one act order (g_idx)")
-    return int4_weights(torch.cat([gq, uq], dim=2).contiguous(), torch.cat([gs, us], dim=2).contiguous(),
-                        dq, ds, gp, dp)
 
 
 # ---------------------------------------------------------------------------------------------

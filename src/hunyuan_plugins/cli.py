@@ -19,11 +19,11 @@ DEFAULT_TINY = os.path.join(os.path.expanduser(os.environ.get("HUNYUAN_PLUGINS_C
 
 def tiny_suite() -> list[tuple[str, str, str]]:
     """Every (model, dialect, format) combination make-tiny can write."""
-    from hunyuan_plugins.core.tiny import DIALECTS, FORMATS, MODELS
+    from hunyuan_plugins.core.tiny import DIALECTS, FORMATS, MODELS, PLAIN_FORMATS
 
     combos = []
     for model, dialect, fmt in itertools.product(MODELS, DIALECTS, FORMATS):
-        if (dialect == "native" and model == "large") or (dialect != "tencent" and fmt in ("fp8", "gptq-int4")):
+        if (dialect == "native" and model == "large") or (dialect != "tencent" and fmt not in PLAIN_FORMATS):
             continue  # not expressible: see tiny_config
         combos.append((model, dialect, fmt))
     return combos

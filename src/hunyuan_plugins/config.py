@@ -1,6 +1,6 @@
 """HunyuanConfig: one normalised, validated view of any Hunyuan config.json.
 
-Two dialects exist in the wild (facts: hunyuan-architecture.md sections 1, 3, 5):
+Two dialects exist in the wild (docs/architecture.md, "Config dialects"):
 
 * Tencent's (``model_type: "hunyuan"``): ``attention_head_dim``, per-layer lists (or ints) for
   ``moe_topk``, ``moe_intermediate_size`` and ``num_shared_expert``, ``use_mixed_mlp_moe``,
@@ -105,6 +105,10 @@ class HunyuanConfig:
     def num_kv_layers(self) -> int:
         """Number of distinct KV cache entries the model needs (half the layers with CLA)."""
         return sum(self.owns_kv(i) for i in range(self.num_layers))
+
+    def kv_slot(self, layer: int) -> int:
+        """The KV-cache entry `layer` reads (0..num_kv_layers-1): both layers of a CLA pair share one."""
+        return sum(self.owns_kv(i) for i in range(self.layers[layer].kv_source))
 
     def heads_per_rank(self, tp: int) -> tuple[int, int]:
         """(query heads, KV heads) on each of `tp` tensor-parallel ranks; KV heads are replicated

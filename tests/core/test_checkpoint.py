@@ -9,14 +9,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core import quant as Q
 from hunyuan_plugins.core.checkpoint import Checkpoint, CheckpointError, expected_tensors
 from hunyuan_plugins.core.model import load_model
 from hunyuan_plugins.core.tiny import make_tiny, random_weights
+from hunyuan_plugins.quant import gptq
 
 
 @pytest.mark.parametrize("model, dialects", [
-    ("a13b", ["tencent", "native", "fused"]), ("dense", ["tencent", "native", "fused"]), ("large", ["tencent", "fused"]),
+    ("a13b", ["tencent", "native", "fused"]), ("dense", ["tencent", "native", "fused"]),
+    ("large", ["tencent", "fused"]),
 ])
 def test_every_dialect_reads_to_the_same_canonical_tensors(tiny, model, dialects):
     states = [Checkpoint(tiny(model, d, "fp32")).state_dict() for d in dialects]
@@ -82,7 +83,7 @@ def test_gptq_checkpoint_dequantizes(tiny, model):
     assert not torch.equal(packed["g_idx"], torch.arange(packed["g_idx"].numel(), dtype=torch.int32) // 128) or \
         packed["g_idx"].numel() == 128  # desc_act: a real permutation unless a single group
     sd = ck.state_dict()
-    assert torch.equal(sd[f"{prefix}.weight"], Q.dequantize_gptq(**packed))
+    assert torch.equal(sd[f"{prefix}.weight"], gptq.dequantize(**packed))
     w = random_weights(ck.cfg)[f"{prefix}.weight"]
     assert (sd[f"{prefix}.weight"] - w).abs().max() <= w.abs().max() / 7  # half a 4-bit step per group
 

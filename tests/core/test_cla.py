@@ -1,6 +1,6 @@
 """Cross-layer attention (Hunyuan-Large): K/V shared per layer pair, each layer with its own key norm.
 
-The reference below is Tencent's semantics written out naively (facts section 2): a cross layer
+The reference below is Tencent's semantics written out naively (docs/architecture.md, "CLA"): a cross layer
 takes the RAW (pre-RoPE, pre-norm) K and V projections of the last owning layer, applies RoPE
 and then ITS OWN key_layernorm. The core implements it differently (one weight-free normalised
 K per pair, each layer's key-norm weight folded into its query); the two must agree, and the

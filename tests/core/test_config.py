@@ -7,7 +7,7 @@ import pytest
 
 from hunyuan_plugins.config import ARCH_DENSE, ARCH_LARGE, ARCH_MOE, HunyuanConfig, HunyuanConfigError
 
-# Hunyuan-A13B's config.json (Tencent dialect; facts/hunyuan-architecture.md section 1), abridged.
+# Hunyuan-A13B's config.json (Tencent dialect; docs/architecture.md), abridged.
 A13B = {
     "architectures": ["HunYuanMoEV1ForCausalLM"], "model_type": "hunyuan",
     "auto_map": {"AutoConfig": "configuration_hunyuan.HunYuanConfig"},
@@ -21,7 +21,7 @@ A13B = {
     "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": True,
     "bos_token_id": 1, "eos_token_id": 127960, "pad_token_id": 127961, "torch_dtype": "bfloat16",
 }
-# Hunyuan-Large (facts section 5): CLA, 16 experts top-1 (an int), head_dim 80.
+# Hunyuan-Large (docs/architecture.md): CLA, 16 experts top-1 (an int), head_dim 80.
 LARGE = {
     "architectures": ["HunYuanForCausalLM"], "model_type": "hunyuan", "hidden_size": 6400,
     "intermediate_size": 18304, "num_experts": 16, "moe_topk": 1, "num_shared_expert": 1,

@@ -1,29 +1,26 @@
-"""Tests for hunyuan_plugins.core.quant (FP8 static W8A8 and GPTQ v1 int4)."""
+"""Tests for hunyuan_plugins.quant (FP8 static W8A8 and GPTQ v1 int4, the registry and the runtime rule)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hunyuan_plugins.core.quant import (
+from hunyuan_plugins.quant import (
     DEFAULT_IGNORED,
-    FP8_E4M3_MAX,
-    QUANT_SUFFIXES,
     QuantSpec,
-    dequantize_fp8,
-    dequantize_gptq,
     dequantize_linear,
     expected_quant_shapes,
-    fake_quant_fp8_activation,
-    fp8_input_scale,
+    get_format,
     is_scalar_shape,
-    pack_int4_cols,
-    pack_int4_rows,
-    quantize_fp8,
-    quantize_gptq,
-    unpack_int4_cols,
-    unpack_int4_rows,
 )
+from hunyuan_plugins.quant.fp8 import E4M3_MAX as FP8_E4M3_MAX
+from hunyuan_plugins.quant.fp8 import dequantize as dequantize_fp8
+from hunyuan_plugins.quant.fp8 import fake_quant_activation as fake_quant_fp8_activation
+from hunyuan_plugins.quant.fp8 import input_scale as fp8_input_scale
+from hunyuan_plugins.quant.fp8 import quantize as quantize_fp8
+from hunyuan_plugins.quant.gptq import dequantize as dequantize_gptq
+from hunyuan_plugins.quant.gptq import pack_int4_cols, pack_int4_rows, unpack_int4_cols, unpack_int4_rows
+from hunyuan_plugins.quant.gptq import quantize as quantize_gptq
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -214,7 +211,7 @@ def test_gptq_round_trip_no_desc_act():
     assert torch.equal(t["g_idx"], (torch.arange(in_f) // g).to(torch.int32))
     for k, shape in expected_quant_shapes("gptq", out_f, in_f, g).items():
         assert tuple(t[k].shape) == shape, k
-        allowed = QUANT_SUFFIXES["gptq"][k]
+        allowed = get_format("gptq").suffixes[k]
         assert t[k].dtype in (allowed if isinstance(allowed, tuple) else (allowed,)), k
     # Symmetric v1: zero point 8 stored as 7 in every nibble.
     assert bool((t["qzeros"] == 0x77777777).all())
@@ -232,7 +229,8 @@ def test_gptq_round_trip_no_desc_act():
 @pytest.mark.parametrize("explicit_perm", [False, True])
 def test_gptq_round_trip_desc_act(explicit_perm):
     out_f, in_f, g = 16, 64, 16
-    w = torch.randn(out_f, in_f, generator=_gen(8)) * torch.linspace(0.1, 2.0, in_f)[torch.randperm(in_f, generator=_gen(9))]
+    col_scale = torch.linspace(0.1, 2.0, in_f)[torch.randperm(in_f, generator=_gen(9))]
+    w = torch.randn(out_f, in_f, generator=_gen(8)) * col_scale
     if explicit_perm:
         perm = torch.randperm(in_f, generator=_gen(10))
         t = quantize_gptq(w, group_size=g, desc_act=True, perm=perm)
@@ -345,8 +343,8 @@ def test_expected_quant_shapes():
     }
     # ceil(in / g) groups.
     assert expected_quant_shapes("gptq", 64, 192, 128)["scales"] == (2, 64)
-    assert set(expected_quant_shapes("fp8", 1, 1)) == set(QUANT_SUFFIXES["fp8"])
-    assert set(expected_quant_shapes("gptq", 8, 8, 8)) == set(QUANT_SUFFIXES["gptq"])
+    assert set(expected_quant_shapes("fp8", 1, 1)) == set(get_format("fp8").suffixes)
+    assert set(expected_quant_shapes("gptq", 8, 8, 8)) == set(get_format("gptq").suffixes)
     with pytest.raises(ValueError, match="supported"):
         expected_quant_shapes("awq", 8, 8)
 

@@ -1,6 +1,6 @@
 """Shared helpers for the kernel tests: inputs in every weight format, references, comparisons.
 
-Tolerances (facts/kernels.md section 4.1, interpreter): relative Frobenius error of the kernel
+Tolerances (docs/kernels.md, "Tolerances"; interpreter): relative Frobenius error of the kernel
 against the reference on the same (dequantized) operands.
 """
 
@@ -10,8 +10,8 @@ import os
 
 import torch
 
-from hunyuan_plugins.core import moe as ref
-from hunyuan_plugins.core import quant
+from hunyuan_plugins.ops import reference as ref
+from hunyuan_plugins.quant import fp8, gptq
 
 H, I = 256, 128  # 2 K-tiles / 2 N-tiles at 128, 2 int4 groups, 128x128 fp8 blocks
 
@@ -31,7 +31,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() and not INTERPRET else
 
 
 def tol(table: dict, dtype: torch.dtype) -> float:
-    """GPU: fp32 dots run in TF32 and fp8 accumulates fast, so loosen (facts section 4.1)."""
+    """GPU: fp32 dots run in TF32 and fp8 accumulates fast, so loosen (docs/kernels.md, "Tolerances")."""
     t = table[dtype]
     return max(t, 1e-2) if DEVICE.type == "cuda" and dtype == torch.float32 else t * (3 if DEVICE.type == "cuda" else 1)
 
@@ -52,7 +52,8 @@ def assert_close(out: torch.Tensor, expected: torch.Tensor, tol: float, what: st
     max_abs = float((out.double() - expected.double()).abs().max()) if out.numel() else 0.0
     scale = float(expected.double().abs().max()) if out.numel() else 0.0
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
-    assert max_abs <= 50 * tol * max(scale, 1e-30) + 1e-30, f"{what}: max abs error {max_abs:.3g} (max |ref| {scale:.3g})"
+    assert max_abs <= 50 * tol * max(scale, 1e-30) + 1e-30, \
+        f"{what}: max abs error {max_abs:.3g} (max |ref| {scale:.3g})"
 
 
 def dense_weights(E: int, seed: int = 0, dtype=torch.float32):
@@ -77,15 +78,15 @@ def fp8_per_tensor(w13: torch.Tensor, w2: torch.Tensor, x: torch.Tensor):
     q13, q2 = torch.empty_like(w13, dtype=torch.float8_e4m3fn), torch.empty_like(w2, dtype=torch.float8_e4m3fn)
     s13, s2 = torch.empty(E, 2), torch.empty(E)
     for e in range(E):
-        q13[e, :I], s13[e, 0] = quant.quantize_fp8(w13[e, :I])
-        q13[e, I:], s13[e, 1] = quant.quantize_fp8(w13[e, I:])
-        q2[e], s2[e] = quant.quantize_fp8(w2[e])
+        q13[e, :I], s13[e, 0] = fp8.quantize(w13[e, :I])
+        q13[e, I:], s13[e, 1] = fp8.quantize(w13[e, I:])
+        q2[e], s2[e] = fp8.quantize(w2[e])
     # Static input scales calibrated as Tencent's are: amax of what each GEMM actually sees over
     # a calibration set (here the test's own tokens), through every expert, / 448. So nothing
     # saturates; per-expert input scales collapse to this max in the kernel anyway.
-    a13 = quant.fp8_input_scale(x)
+    a13 = fp8.input_scale(x)
     h = torch.einsum("th,eih->eti", x.float(), w13.float())
-    a2 = quant.fp8_input_scale(torch.nn.functional.silu(h[..., :I]) * h[..., I:])
+    a2 = fp8.input_scale(torch.nn.functional.silu(h[..., :I]) * h[..., I:])
     return q13, q2, s13, s2, a13, a2
 
 
@@ -95,7 +96,7 @@ def gptq_stacks(w13: torch.Tensor, w2: torch.Tensor, desc_act: bool):
     E = w13.shape[0]
 
     def stack(ws, perms):
-        d = [quant.quantize_gptq(w, 128, desc_act=desc_act, perm=p) for w, p in zip(ws, perms)]
+        d = [gptq.quantize(w, 128, desc_act=desc_act, perm=p) for w, p in zip(ws, perms)]
         return {n: torch.stack([di[n] for di in d]) for n in d[0]}
 
     act13 = [torch.randperm(H, generator=torch.Generator().manual_seed(e)) if desc_act else None for e in range(E)]
@@ -105,7 +106,7 @@ def gptq_stacks(w13: torch.Tensor, w2: torch.Tensor, desc_act: bool):
 
 def gptq_dequant(stack: dict) -> torch.Tensor:
     names = ("qweight", "qzeros", "scales", "g_idx")
-    return torch.stack([quant.dequantize_gptq(*(stack[n][e] for n in names)) for e in range(stack["qweight"].shape[0])])
+    return torch.stack([gptq.dequantize(*(stack[n][e] for n in names)) for e in range(stack["qweight"].shape[0])])
 
 
 def align_reference(local_ids: torch.Tensor, num_experts: int, block_m: int):

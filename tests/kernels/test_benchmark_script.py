@@ -28,7 +28,8 @@ def test_without_gpu_it_says_so():
 
 
 def test_check_mode(tmp_path):
-    r = _run("--check", "--tokens", "1,33", "--out", str(tmp_path), env={"TRITON_INTERPRET": "1", "HUNYUAN_TRITON_ON_CPU": "1"})
+    r = _run("--check", "--tokens", "1,33", "--out", str(tmp_path),
+             env={"TRITON_INTERPRET": "1", "HUNYUAN_TRITON_ON_CPU": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     (result,) = tmp_path.glob("moe_layer-check-*.json")
     data = json.loads(result.read_text())

@@ -1,13 +1,34 @@
-"""Grouped expert GEMMs (all weight formats) through the public launchers, vs core/moe.py."""
+"""Grouped expert GEMMs (all weight formats) through the public launchers, vs ops/reference.py."""
 
 import pytest
 import torch
+from moe_testing import (
+    DEVICE,
+    FP8_TOL,
+    INT4_TOL,
+    QUANT_VS_DENSE,
+    TOL,
+    activations,
+    assert_close,
+    dense_weights,
+    fp8_per_tensor,
+    gptq_dequant,
+    gptq_stacks,
+    rel_err,
+    routing,
+    tiles,
+    tol,
+)
 
-from hunyuan_plugins.core import moe as ref
-from hunyuan_plugins_kernels import (fused_experts, prepare_dense, prepare_fp8_block, prepare_fp8_per_tensor,
-                                     prepare_int4_gptq)
-from moe_testing import (DEVICE, FP8_TOL, INT4_TOL, QUANT_VS_DENSE, TOL, activations, assert_close,
-                         dense_weights, fp8_per_tensor, gptq_dequant, gptq_stacks, rel_err, routing, tiles, tol)
+from hunyuan_plugins.ops import reference as ref
+from hunyuan_plugins.quant import fp8, gptq
+from hunyuan_plugins_kernels import (
+    fused_experts,
+    int4_weights,
+    prepare_dense,
+    prepare_fp8_block,
+    prepare_fp8_per_tensor,
+)
 
 # (T, E, top_k): decode, ragged T, top-1 (Hunyuan-Large), A13B's E=64/top-8
 SHAPES = [(1, 64, 8), (16, 64, 8), (67, 64, 8), (16, 8, 2), (67, 8, 2), (3, 16, 1)]
@@ -119,7 +140,8 @@ def test_fp8_per_tensor_scale_forms():
     a13_e = a13 * torch.linspace(0.5, 1.0, E)
     a2 = a2 / 4  # the largest intermediates saturate
     w = prepare_fp8_per_tensor(*(t.to(DEVICE) for t in (q13, q2, s13, s2, a13_e, a2)))
-    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e, a2, tw, ti), FP8_TOL[torch.float32])
+    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e, a2, tw, ti),
+                 FP8_TOL[torch.float32])
 
 
 @pytest.mark.parametrize("T,E,k,dtype", [(3, 64, 8, torch.float16), (67, 8, 2, torch.float32),
@@ -127,8 +149,8 @@ def test_fp8_per_tensor_scale_forms():
 def test_fp8_block(T, E, k, dtype):
     x, (tw, ti) = activations(T, dtype=dtype), routing(T, E, k)
     w13, w2 = dense_weights(E)
-    q13, s13 = ref.quantize_fp8_block(w13)
-    q2, s2 = ref.quantize_fp8_block(w2)
+    q13, s13 = fp8.quantize_block(w13)
+    q2, s2 = fp8.quantize_block(w2)
     out = _run(x, prepare_fp8_block(*(t.to(DEVICE) for t in (q13, q2, s13, s2))), tw, ti, E)
     assert_close(out, ref.expert_mlp_fp8_block(x, q13, q2, s13, s2, tw, ti), tol(FP8_TOL, dtype), "fp8 block")
     assert rel_err(out, ref.expert_mlp(x.float(), w13, w2, tw, ti).to(dtype)) < QUANT_VS_DENSE
@@ -145,7 +167,7 @@ def test_int4_gptq(T, E, k, dtype, desc_act):
     x, (tw, ti) = activations(T, dtype=dtype), routing(T, E, k)
     w13, w2 = dense_weights(E)
     gate, up, down = gptq_stacks(w13, w2, desc_act)
-    w = prepare_int4_gptq(_to(gate), _to(up), _to(down))
+    w = int4_weights(*gptq.int4_expert_layout(_to(gate), _to(up), _to(down)))
     assert (w.w13.perm is not None) == desc_act
     dq13 = torch.cat([gptq_dequant(gate), gptq_dequant(up)], dim=1).to(dtype)  # straight from GPTQ
     out = _run(x, w, tw, ti, E)
@@ -161,10 +183,10 @@ def test_int4_prepare_rejects_what_it_cannot_run():
     gate, up, down = gptq_stacks(w13, w2, desc_act=True)
     up_other = dict(up, g_idx=torch.stack([g.flip(0) for g in up["g_idx"]]))
     with pytest.raises(ValueError, match="act order"):
-        prepare_int4_gptq(gate, up_other, down)
+        gptq.int4_expert_layout(gate, up_other, down)
     asym = dict(gate, qzeros=torch.zeros_like(gate["qzeros"]))
     with pytest.raises(ValueError, match="symmetric"):
-        prepare_int4_gptq(asym, up, down)
+        gptq.int4_expert_layout(asym, up, down)
 
 
 def test_input_validation():

@@ -8,11 +8,22 @@ On a GPU the tensors are CUDA and the Triton implementation is the registered CU
 
 import pytest
 import torch
+from moe_testing import (
+    DEVICE,
+    FP8_TOL,
+    INT4_TOL,
+    TOL,
+    activations,
+    assert_close,
+    dense_weights,
+    fp8_per_tensor,
+    gptq_stacks,
+    routing,
+    tol,
+)
 
 from hunyuan_plugins import ops
-from hunyuan_plugins.core import moe as ref
-from moe_testing import (DEVICE, FP8_TOL, INT4_TOL, TOL, activations, assert_close, dense_weights, fp8_per_tensor,
-                         gptq_stacks, routing, tol)
+from hunyuan_plugins.quant import fp8, gptq
 
 E, T, K = 4, 5, 2  # tiny: opcheck calls each op several times
 
@@ -27,11 +38,11 @@ def _cases():
     w13, w2 = dense_weights(E)
     logits = torch.randn(T, E, generator=torch.Generator().manual_seed(5))
     q13, q2, s13, s2, a13, a2 = fp8_per_tensor(w13, w2, x)
-    b13, bs13 = ref.quantize_fp8_block(w13)
-    b2, bs2 = ref.quantize_fp8_block(w2)
-    from hunyuan_plugins_kernels import prepare_int4_gptq
+    b13, bs13 = fp8.quantize_block(w13)
+    b2, bs2 = fp8.quantize_block(w2)
+    from hunyuan_plugins_kernels import int4_weights
     gate, up, down = gptq_stacks(w13, w2, desc_act=True)
-    w4 = prepare_int4_gptq(gate, up, down)
+    w4 = int4_weights(*gptq.int4_expert_layout(gate, up, down))
     xh = x.half()
     cases = [
         ("moe_route", (logits, K, True), 0.0),
@@ -129,7 +140,7 @@ def test_compile_fullgraph():
     """The MoE path traces into one graph (fake impls, no graph breaks) and matches eager.
     aot_eager runs dynamo + AOTAutograd on the fake implementations without Inductor's C++
     compile (minutes on the CI machine); Inductor treats the ops as opaque calls either way."""
-    x, (tw, ti) = activations(T), routing(T, E, K)
+    x = activations(T)
     w13, w2 = dense_weights(E)
     logits = torch.randn(T, E, generator=torch.Generator().manual_seed(5))
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-
-from hunyuan_plugins.core import moe as ref
-from hunyuan_plugins_kernels import align_block_size, route, topk_softmax
 from moe_testing import DEVICE, align_reference
+
+from hunyuan_plugins.ops import reference as ref
+from hunyuan_plugins_kernels import align_block_size, route, topk_softmax
 
 
 def _logits(T, E, seed=0):

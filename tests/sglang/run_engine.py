@@ -30,8 +30,9 @@ def main() -> None:
         # config from SGLang; our plugin reads it from the files and dequantises at load.
         override = json.dumps({"quantization_config": None}) if quantized else "{}"
         t0 = time.time()
-        engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu", attention_backend="torch_native",
-                            sampling_backend="pytorch", dtype=args.dtype, mem_fraction_static=0.05,
+        engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu",
+                            attention_backend="torch_native", sampling_backend="pytorch", dtype=args.dtype,
+                            mem_fraction_static=0.05,
                             max_total_tokens=2048, disable_overlap_schedule=True, chunked_prefill_size=-1,
                             max_running_requests=4, disable_cuda_graph=True, skip_server_warmup=True,
                             log_level="info")

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import CHECKPOINTS, MAX_NEW_TOKENS, PROMPT_IDS
+
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.model import generate, load_model, prompt_logprobs
 

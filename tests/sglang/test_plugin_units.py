@@ -4,14 +4,12 @@ the CPU padding hook, and our parsers driven through SGLang's own parser classes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import sglang_env
 
 

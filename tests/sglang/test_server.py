@@ -13,8 +13,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-
 from conftest import MAX_NEW_TOKENS, PROMPT_IDS, forced_decoding, post, post_stream
+
 from hunyuan_plugins.core.model import generate, load_model
 
 MESSAGES = [{"role": "user", "content": "Hello"}]

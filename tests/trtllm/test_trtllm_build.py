@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core import quant as Q
 from hunyuan_plugins.core.checkpoint import Checkpoint
+from hunyuan_plugins.quant.gptq import dequantize as dequantize_gptq
 from hunyuan_plugins.trtllm.build import build, main
 from hunyuan_plugins.trtllm.convert import BuildError, dequantize_w4a16, shard_rule
 from trtllm_helpers import make_gptq_contiguous
@@ -180,7 +180,7 @@ def test_gptq_int4_to_w4a16_exact(tmp_path, gptq_src):
         w, sc = full[f"{p}.weight"], full[f"{p}.weight_scale"]
         assert w.dtype == torch.int8 and sc.dtype == torch.float16
         assert torch.equal(sc, raw[f"{p}.scales"].t())  # GPTQ scales preserved, transposed
-        dense = Q.dequantize_gptq(raw[f"{p}.qweight"], raw[f"{p}.qzeros"], raw[f"{p}.scales"], raw[f"{p}.g_idx"])
+        dense = dequantize_gptq(raw[f"{p}.qweight"], raw[f"{p}.qzeros"], raw[f"{p}.scales"], raw[f"{p}.g_idx"])
         assert torch.equal(dequantize_w4a16(w, sc), dense), p
     qc = json.load(open(os.path.join(out, "pytorch", "hf_quant_config.json")))["quantization"]
     assert qc["quant_algo"] == "W4A16_AWQ" and qc["group_size"] == 128 and qc["has_zero_point"] is False

@@ -6,13 +6,12 @@ logprobs within 1e-4, fp32), including CLA with half the KV-cache layers. What i
 anything about TensorRT-LLM's real kernels, KV-cache manager or executor (see docs/trtllm.md).
 """
 
-import os
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from trtllm_helpers import hf_config
+
 from hunyuan_plugins.core.checkpoint import safetensors_files
 from hunyuan_plugins.core.model import KVCache, generate, load_model, prompt_logprobs
 

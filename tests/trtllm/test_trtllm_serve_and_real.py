@@ -31,8 +31,9 @@ def test_custom_module_dir_is_a_package_importing_ours():
 
 
 def _llm_tokens(path, tp=1):
-    import hunyuan_plugins.trtllm  # noqa: F401  (registers our classes)
     from tensorrt_llm import LLM, SamplingParams
+
+    import hunyuan_plugins.trtllm  # noqa: F401  (registers our classes)
 
     llm = LLM(model=path, backend="pytorch", tensor_parallel_size=tp, trust_remote_code=True)
     out = llm.generate([PROMPT], SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
@@ -51,8 +52,9 @@ def test_real_trtllm_greedy_matches_reference(real_trtllm, tiny, tmp_path, model
 
 
 def test_real_trtllm_registry_resolves_ours(real_trtllm):
-    import hunyuan_plugins.trtllm  # noqa: F401
     from tensorrt_llm._torch.models.modeling_utils import MODEL_CLASS_MAPPING
+
+    import hunyuan_plugins.trtllm  # noqa: F401
 
     for arch in ("HunYuanMoEV1ForCausalLM", "HunYuanForCausalLM", "HunYuanDenseV1ForCausalLM"):
         assert MODEL_CLASS_MAPPING[arch].__module__ == "hunyuan_plugins.trtllm.model"

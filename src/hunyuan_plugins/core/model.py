@@ -10,10 +10,11 @@ One forward pass, per decoder layer:
     h = h + Wo attention(q, k, v)                     causal, GQA, softmax in fp32
     h = h + mlp(post_attention_layernorm(h))          MoE (routed + shared) or dense SwiGLU
 
-Exact KV sharing for CLA (DESIGN.md's hint): key_layernorm(k) = w * k_hat with k_hat = k / rms(k),
-and q . (w * k_hat) = (q * w) . k_hat. So every layer caches the *weight-free* normalised key
-k_hat, and folds its own key-norm weight into its query. A CLA pair then shares one cache entry
-exactly while each layer keeps its own key norm. Layers without QK-norm cache plain keys.
+Exact KV sharing for CLA (docs/architecture.md, "CLA"): key_layernorm(k) = w * k_hat with
+k_hat = k / rms(k), and q . (w * k_hat) = (q * w) . k_hat. So every layer caches the *weight-free*
+normalised key k_hat, and folds its own key-norm weight into its query (:func:`fold_key_norm`, which
+every adapter uses too). A CLA pair then shares one cache entry exactly while each layer keeps its
+own key norm. Layers without QK-norm cache plain keys.
 
 Parameter names are the canonical checkpoint names (see checkpoint.py), except that the routed
 experts of a layer are held fused: ``mlp.experts.w13`` [E, 2I, H] (gate rows then up rows) and
@@ -34,6 +35,18 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) over the last dim, computed in fp32, returned in x's dtype (no weight)."""
     x32 = x.float()
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def fold_key_norm(q: torch.Tensor, k: torch.Tensor | None, key_norm_weight: torch.Tensor, eps: float,
+                  head_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The CLA recipe: `q` (already query-normed) gets this layer's key-norm weight folded in, and
+    the layer's own `k` becomes the weight-free k / rms(k) that both layers of a pair cache
+    (`k` None on a cross layer: it reads its partner's). Any layout whose last dims are
+    (heads * head_dim) or (heads, head_dim); shapes are kept."""
+    q = (q.reshape(-1, head_dim) * key_norm_weight).reshape(q.shape)
+    if k is not None:
+        k = rms_normalize(k.reshape(-1, head_dim), eps).reshape(k.shape)
+    return q, k
 
 
 class RMSNorm(nn.Module):
@@ -67,9 +80,8 @@ class KVCache:
     """One K and one V buffer per *KV-owning* layer: a CLA model holds half as many."""
 
     def __init__(self, cfg: HunyuanConfig, batch: int, max_len: int, dtype: torch.dtype, device=None):
-        owners = [i for i in range(cfg.num_layers) if cfg.owns_kv(i)]
-        self.slot = {layer: owners.index(cfg.layers[layer].kv_source) for layer in range(cfg.num_layers)}
-        shape = (len(owners), batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        self.slot = [cfg.kv_slot(layer) for layer in range(cfg.num_layers)]
+        shape = (cfg.num_kv_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
 
@@ -116,15 +128,13 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache, start: int) -> torch.Tensor:
         B, T, _ = x.shape
         cfg = self.cfg
+        owns_kv = cfg.owns_kv(self.layer)
         q = apply_rope(self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim), cos, sin)
-        if cfg.use_qk_norm:
-            q = self.query_layernorm(q) * self.key_layernorm.weight  # this layer's key norm, folded
-        if cfg.owns_kv(self.layer):
-            k = apply_rope(self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim), cos, sin)
-            if cfg.use_qk_norm:
-                k = rms_normalize(k, cfg.rms_norm_eps)  # weight-free: exact for both layers of a pair
-            v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim)
-            cache.write(self.layer, start, k, v)
+        k = apply_rope(self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim), cos, sin) if owns_kv else None
+        if cfg.use_qk_norm:  # this layer's key norm folded into q; weight-free k, exact for both of a pair
+            q, k = fold_key_norm(self.query_layernorm(q), k, self.key_layernorm.weight, cfg.rms_norm_eps, cfg.head_dim)
+        if owns_kv:
+            cache.write(self.layer, start, k, self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim))
         k, v = cache.read(self.layer, start + T)
         return self.o_proj(attend(q, k, v, start).reshape(B, T, cfg.q_size))
 

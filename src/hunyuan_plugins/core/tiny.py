@@ -11,7 +11,9 @@ chat template, generation_config.json) shaped like the released model, only smal
     dialect tencent  model_type "hunyuan", per-expert tensors, mlp.gate.wg, per-layer lists
             native   transformers v5 (hunyuan_v1_moe / hunyuan_v1_dense), fused 3-D experts
             fused    tencent names with engine-fused qkv_proj and gate_and_up_proj ([up; gate])
-    format  bf16 | fp32 | fp8 (Tencent static per-tensor W8A8) | gptq-int4 (AutoGPTQ v1, group 128)
+    format  bf16 | fp32 | and each registered quantization format's ``tiny_name``
+            (``hunyuan_plugins.quant``): fp8 (Tencent static per-tensor W8A8), gptq-int4
+            (AutoGPTQ v1, group 128, act order)
 
 Weights are seeded and scaled (std ~ gain / sqrt(fan_in)) so logits and routing are far from
 flat: greedy tokens are a meaningful comparison between engines.
@@ -26,14 +28,22 @@ import os
 import torch
 from safetensors.torch import save_file
 
+from hunyuan_plugins import quant
 from hunyuan_plugins.config import ARCH_DENSE, ARCH_LARGE, ARCH_MOE, HunyuanConfig
-from hunyuan_plugins.core import quant as Q
 from hunyuan_plugins.core import tokenizer as tok
 from hunyuan_plugins.core.checkpoint import linear_shapes, other_shapes
 
 MODELS = ("a13b", "large", "dense")
 DIALECTS = ("tencent", "native", "fused")
-FORMATS = ("bf16", "fp32", "fp8", "gptq-int4")
+PLAIN_FORMATS = ("bf16", "fp32")
+
+
+def quant_formats() -> dict[str, quant.QuantFormat]:
+    """`--format` name -> registered quantization format."""
+    return {f.tiny_name: f for f in quant.FORMATS.values()}
+
+
+FORMATS = PLAIN_FORMATS + tuple(quant_formats())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +72,12 @@ def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: s
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if dialect not in DIALECTS:
         raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    formats = PLAIN_FORMATS + tuple(quant_formats())
+    if fmt not in formats:
+        raise ValueError(f"format must be one of {formats}, got {fmt!r}")
     if dialect == "native" and model == "large":
         raise ValueError("transformers-native configs cannot express CLA: use dialect 'tencent' for 'large'")
-    if dialect != "tencent" and fmt in ("fp8", "gptq-int4"):
+    if dialect != "tencent" and fmt not in PLAIN_FORMATS:
         raise ValueError("quantized tiny checkpoints use the Tencent dialect, as the released ones do")
     s = SIZES[size]
     ids = tok.special_token_ids(s.vocab)
@@ -102,10 +113,8 @@ def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: s
     else:  # large: CLA, top-1, one shared expert, experts sized intermediate_size
         cfg.update(architectures=[ARCH_LARGE], num_experts=s.experts, moe_topk=1, num_shared_expert=1,
                    moe_intermediate_size=s.intermediate, use_mixed_mlp_moe=True, moe_layer_num_skipped=0)
-    if fmt == "fp8":
-        cfg["quantization_config"] = Q.QuantSpec("fp8", None, False, _ignored(model)).to_hf()
-    elif fmt == "gptq-int4":
-        cfg["quantization_config"] = Q.QuantSpec("gptq", 128, True, _ignored(model)).to_hf()
+    if fmt not in PLAIN_FORMATS:
+        cfg["quantization_config"] = quant_formats()[fmt].tiny_spec(_ignored(model)).to_hf()
     return cfg
 
 
@@ -140,14 +149,14 @@ def random_weights(cfg: HunyuanConfig, seed: int = 0) -> dict[str, torch.Tensor]
 def to_dialect(sd: dict[str, torch.Tensor], cfg: HunyuanConfig, dialect: str, fmt: str) -> dict[str, torch.Tensor]:
     """Canonical fp32 weights -> stored tensors of `dialect`/`fmt` (inverse of checkpoint.py's reading)."""
     dtype = torch.float32 if fmt == "fp32" else torch.bfloat16
-    spec = Q.QuantSpec.from_hf(cfg.quantization_config)
+    spec = quant.QuantSpec.from_hf(cfg.quantization_config)
     out: dict[str, torch.Tensor] = {}
     for name, t in sd.items():
         prefix = name.rsplit(".", 1)[0]
         if name.endswith("mlp.gate.weight"):
             out[f"{prefix}.wg.weight"] = t.float()  # fp32 router, Tencent's module name
         elif spec is not None and prefix in _linears(cfg) and spec.is_quantized(prefix) and prefix != "lm_head":
-            out.update(_quantize(prefix, t, spec))
+            out.update(spec.format.quantize(spec, prefix, t))
         else:
             out[name] = t.to(dtype)
     if dialect == "native":
@@ -159,17 +168,6 @@ def to_dialect(sd: dict[str, torch.Tensor], cfg: HunyuanConfig, dialect: str, fm
 
 def _linears(cfg: HunyuanConfig) -> set[str]:
     return set(linear_shapes(cfg))
-
-
-def _quantize(prefix: str, w: torch.Tensor, spec: Q.QuantSpec) -> dict[str, torch.Tensor]:
-    if spec.method == "fp8":
-        q, scale = Q.quantize_fp8(w)
-        # static activation scale: calibrated on unit-rms activations, as AngelSlim would on real data
-        calib = torch.randn(64, w.shape[1], generator=torch.Generator().manual_seed(w.shape[0] * 31 + w.shape[1]))
-        return {f"{prefix}.weight": q, f"{prefix}.weight_scale": scale,
-                f"{prefix}.input_scale": Q.fp8_input_scale(calib)}
-    packed = Q.quantize_gptq(w, group_size=spec.group_size, desc_act=spec.desc_act)
-    return {f"{prefix}.{k}": v for k, v in packed.items()}
 
 
 def _fuse_experts_3d(out: dict[str, torch.Tensor], cfg: HunyuanConfig) -> None:

@@ -14,25 +14,24 @@ Differences from SGLang's built-in ``models/hunyuan.py`` (which crashes on the f
   is the pair's slot, the owner layer writes, the cross layer attends with
   ``save_kv_cache=False``, and the model exposes ``start_layer=0, end_layer=num_kv_layers`` —
   what SGLang's ``resolve_layer_indices`` reads to size the pool — so the pool holds half the
-  layers. Exact per DESIGN.md's hint: both layers of a pair cache the weight-free normalised key
-  ``k / rms(k)`` and fold their own ``key_layernorm`` weight into the query.
+  layers. Exact (docs/architecture.md, "CLA"): both layers of a pair cache the weight-free
+  normalised key ``k / rms(k)`` and fold their own ``key_layernorm`` weight into the query
+  (``core.model.fold_key_norm``).
 
-Quantized checkpoints (Tencent FP8 static per-tensor, GPTQ-Int4): SGLang has no CPU kernels for
-either, so on CPU (``SGLANG_USE_CPU_ENGINE=1``) the layers are built unquantized and the core
-dequantises each projection as it streams in (``hunyuan_plugins.dequant_stream``);
-``HUNYUAN_SGLANG_DEQUANTIZE=1`` forces that anywhere, ``=0`` never. Otherwise SGLang's own
-``fp8`` / ``gptq`` quant config is passed to the layers unchanged (GPU path: not verified here).
+Quantized checkpoints (Tencent FP8 static per-tensor, GPTQ-Int4): ``hunyuan_plugins.quant.plan``
+decides, once per build. SGLang has no CPU kernels for either, so on CPU (``SGLANG_USE_CPU_ENGINE=1``)
+the layers are built unquantized and each projection is dequantised as it streams in
+(``hunyuan_plugins.quant.stream``); ``HUNYUAN_SGLANG_DEQUANTIZE=1`` forces that anywhere, ``=0``
+never. Otherwise SGLang's own ``fp8`` / ``gptq`` quant config is passed to the layers unchanged
+(GPU path: not verified here).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 
 import torch
-from torch import nn
-
 from sglang.srt.distributed import tensor_model_parallel_all_reduce
 from sglang.srt.layers.activation import SiluAndMul
 from sglang.srt.layers.layernorm import RMSNorm
@@ -53,15 +52,14 @@ from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.model_loader.weight_utils import default_weight_loader
 from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import is_cpu
+from torch import nn
 
+from hunyuan_plugins import quant
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights, fused_target
-from hunyuan_plugins.core.model import rms_normalize
-from hunyuan_plugins.dequant_stream import checkpoint_quantization, dequantized, quant_method
+from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
+from hunyuan_plugins.core.model import fold_key_norm
 
 logger = logging.getLogger("sglang.hunyuan_plugins")
-
-DEQUANTIZE_ENV = "HUNYUAN_SGLANG_DEQUANTIZE"
 
 
 def _model_path(config) -> str:
@@ -72,27 +70,9 @@ def hunyuan_config(config) -> HunyuanConfig:
     """The normalised config of the served model; quantization read from the files if SGLang's
     view has none (e.g. hidden with ``--json-model-override-args '{"quantization_config": null}'``)."""
     raw = config.to_dict()
-    qc = raw.get("quantization_config") or checkpoint_quantization(_model_path(config))
+    qc = raw.get("quantization_config") or quant.checkpoint_quantization(_model_path(config))
     raw.pop("original_moe_intermediate_size", None)
     return HunyuanConfig.from_dict({**raw, "quantization_config": qc})
-
-
-def dequantizing(cfg: HunyuanConfig) -> bool:
-    if quant_method(cfg.quantization_config) is None:
-        return False
-    forced = os.environ.get(DEQUANTIZE_ENV)
-    if forced is not None:
-        return forced == "1"
-    return is_cpu()
-
-
-def describe_quant(cfg: HunyuanConfig, quant_config) -> str:
-    method = quant_method(cfg.quantization_config)
-    if method is None:
-        return "unquantized"
-    if dequantizing(cfg):
-        return f"{method} checkpoint dequantised at load (no {method} kernels on this platform)"
-    return f"SGLang {quant_config.get_name() if quant_config else '?'} kernels"
 
 
 class HunyuanMLP(nn.Module):
@@ -113,7 +93,7 @@ class HunyuanMLP(nn.Module):
 
 
 class HunyuanAttention(nn.Module):
-    def __init__(self, cfg: HunyuanConfig, layer: int, kv_slot: int, max_position: int, quant_config, prefix: str):
+    def __init__(self, cfg: HunyuanConfig, layer: int, max_position: int, quant_config, prefix: str):
         super().__init__()
         tp = get_parallel().tp_size
         self.cfg, self.layer = cfg, layer
@@ -138,8 +118,8 @@ class HunyuanAttention(nn.Module):
             self.key_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
         # layer_id = the KV-cache slot: both layers of a CLA pair address the same buffer
         self.attn = RadixAttention(self.num_heads, self.head_dim, self.head_dim ** -0.5,
-                                   num_kv_heads=self.num_kv_heads, layer_id=kv_slot, quant_config=quant_config,
-                                   prefix=f"{prefix}.attn")
+                                   num_kv_heads=self.num_kv_heads, layer_id=cfg.kv_slot(layer),
+                                   quant_config=quant_config, prefix=f"{prefix}.attn")
 
     def _norm(self, norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[0]
@@ -159,12 +139,10 @@ class HunyuanAttention(nn.Module):
             q, _ = self.rotary_emb(positions, q, torch.zeros_like(k))
         if self.cfg.use_qk_norm:
             q = self._norm(self.query_layernorm, q)
-            if self.fold_key_norm:
-                w = self.key_layernorm.weight  # this layer's key norm, folded into its query
-                q = (q.view(q.shape[0], -1, self.head_dim) * w).view(q.shape[0], -1)
-                if self.owns_kv:
-                    t = k.shape[0]
-                    k = rms_normalize(k.reshape(t, -1, self.head_dim), self.cfg.rms_norm_eps).reshape(t, -1)
+            if self.fold_key_norm:  # this layer's key norm folded into its query; weight-free k cached
+                q, k_hat = fold_key_norm(q, k if self.owns_kv else None, self.key_layernorm.weight,
+                                         self.cfg.rms_norm_eps, self.head_dim)
+                k = k_hat if self.owns_kv else k
             else:
                 k = self._norm(self.key_layernorm, k)
         # (tokens, heads * head_dim): the layout RadixAttention's padded-row logic expects
@@ -207,11 +185,11 @@ class HunyuanMoE(nn.Module):
 
 
 class HunyuanDecoderLayer(nn.Module):
-    def __init__(self, cfg: HunyuanConfig, layer: int, kv_slot: int, max_position: int, quant_config, prefix: str):
+    def __init__(self, cfg: HunyuanConfig, layer: int, max_position: int, quant_config, prefix: str):
         super().__init__()
         spec = cfg.layers[layer]
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.self_attn = HunyuanAttention(cfg, layer, kv_slot, max_position, quant_config, f"{prefix}.self_attn")
+        self.self_attn = HunyuanAttention(cfg, layer, max_position, quant_config, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         if spec.moe:
             self.mlp = HunyuanMoE(cfg, layer, quant_config, f"{prefix}.mlp")
@@ -233,12 +211,10 @@ class HunyuanModel(nn.Module):
     def __init__(self, cfg: HunyuanConfig, quant_config, prefix: str = "model"):
         super().__init__()
         self.cfg = cfg
-        owners = [i for i in range(cfg.num_layers) if cfg.owns_kv(i)]
-        self.kv_slot = [owners.index(cfg.layers[i].kv_source) for i in range(cfg.num_layers)]
         max_position = cfg.max_position_embeddings
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, prefix=f"{prefix}.embed_tokens")
         self.layers = nn.ModuleList(
-            HunyuanDecoderLayer(cfg, i, self.kv_slot[i], max_position, quant_config, f"{prefix}.layers.{i}")
+            HunyuanDecoderLayer(cfg, i, max_position, quant_config, f"{prefix}.layers.{i}")
             for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
 
@@ -262,8 +238,9 @@ class HunyuanForCausalLMBase(nn.Module):
             raise ValueError(f"config.json describes {cfg.architecture} but {arch} was asked to serve it")
         self.config = config
         self.model_path = _model_path(config)
-        self.dequantize = dequantizing(cfg)
-        layer_quant = None if self.dequantize else quant_config
+        self.quant_plan = quant.plan(cfg.quantization_config, engine="sglang", on_cpu=is_cpu(),
+                                     engine_has_config=quant_config is not None)  # decided once per build
+        layer_quant = None if self.quant_plan.dequantize else quant_config
         self.model = HunyuanModel(cfg, layer_quant, prefix=f"{prefix}.model" if prefix else "model")
         # lm_head stays unquantized (it is on every Hunyuan quantization ignore-list)
         self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, quant_config=None,
@@ -277,7 +254,8 @@ class HunyuanForCausalLMBase(nn.Module):
         self._kv_logged = False
         logger.info("hunyuan_plugins: %s served by %s.%s (%d layers, %d KV-cache layers%s, %s)", arch,
                     type(self).__module__, arch, cfg.num_layers, cfg.num_kv_layers,
-                    ", CLA" if cfg.use_cla else "", describe_quant(cfg, quant_config))
+                    ", CLA" if cfg.use_cla else "",
+                    self.quant_plan.describe(f"SGLang {quant_config.get_name() if quant_config else '?'}"))
 
     def get_input_embeddings(self):
         return self.model.embed_tokens
@@ -303,23 +281,13 @@ class HunyuanForCausalLMBase(nn.Module):
                     len(k), self.cfg.num_layers, nbytes, k[0].shape[0])
 
     # ---- weights ---------------------------------------------------------------------------
-    def _validated_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
-        if os.path.isdir(self.model_path):
-            Checkpoint(self.model_path, self.cfg)  # raises CheckpointError naming every bad tensor
-        else:
-            logger.warning("hunyuan_plugins: %r is not a local directory; tensors are checked as they load",
-                           self.model_path)
-        stream = canonical_weights(weights, self.cfg)
-        if self.dequantize:
-            stream = dequantized(stream, self.cfg, self.model.embed_tokens.weight.dtype)
-        return stream
-
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
         params = dict(self.named_parameters())
         expert_map = FusedMoE.make_expert_params_mapping("gate_proj", "down_proj", "up_proj",
                                                          self.cfg.num_experts) if self.cfg.is_moe else []
         loaded: set[str] = set()
-        for name, tensor in self._validated_weights(weights):
+        dtype = self.model.embed_tokens.weight.dtype if self.quant_plan.dequantize else None
+        for name, tensor in validated_weights(weights, self.cfg, self.model_path, dequantize_to=dtype, logger=logger):
             if name == "lm_head.weight" and self.cfg.tie_word_embeddings:
                 continue
             if ".mlp.experts." in name:

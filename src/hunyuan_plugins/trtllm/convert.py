@@ -43,14 +43,16 @@ from collections.abc import Iterator
 import torch
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core import quant as Q
 from hunyuan_plugins.core.checkpoint import Checkpoint
+from hunyuan_plugins.quant import QuantSpec, gptq
 
 #: The TensorRT-LLM release this package is written against (source read at the v1.2.1 tag era).
 TRTLLM_PINNED_VERSION = "1.2.1"
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 QUANT_CHOICES = ("fp8", "int4")
+#: checkpoint quant_method -> the --quant this builder converts it to (TensorRT-LLM FP8 / W4A16)
+QUANT_OF_METHOD = {"fp8": "fp8", "gptq": "int4"}
 
 
 class BuildError(ValueError):
@@ -80,7 +82,10 @@ def make_plan(ckpt: Checkpoint, tp: int = 1, ep: int = 1, dtype: str = "auto", q
     """Check that the requested deployment is expressible; raise :class:`BuildError` naming what is not."""
     cfg = ckpt.cfg
     spec = ckpt.quant
-    have = None if spec is None else {"fp8": "fp8", "gptq": "int4"}[spec.method]
+    if spec is not None and spec.method not in QUANT_OF_METHOD:
+        raise BuildError(f"quantization_config.quant_method={spec.method!r}: the TensorRT-LLM builder converts "
+                         f"{', '.join(QUANT_OF_METHOD)} checkpoints only")
+    have = None if spec is None else QUANT_OF_METHOD[spec.method]
     if quant is not None and quant not in QUANT_CHOICES:
         raise BuildError(f"--quant {quant!r}: expected one of {QUANT_CHOICES}")
     if quant != have and quant is not None:
@@ -146,7 +151,7 @@ def exclude_modules(cfg: HunyuanConfig) -> list[str]:
     ``mlp.gate.wg`` -> ``mlp.gate``; entries not rooted at ``model.``/``lm_head`` match as suffixes);
     the fp32 router and the LM head are always excluded.
     """
-    spec = Q.QuantSpec.from_hf(cfg.quantization_config)
+    spec = QuantSpec.from_hf(cfg.quantization_config)
     out = ["lm_head"]
     for entry in spec.ignored:
         name = re.sub(r"(^|\.)mlp\.gate\.wg$", r"\1mlp.gate", entry)
@@ -175,18 +180,18 @@ def gptq_to_w4a16(prefix: str, t: dict[str, torch.Tensor]) -> dict[str, torch.Te
     for key in ("qweight", "qzeros", "scales", "g_idx"):
         if key not in t:
             raise BuildError(f"tensor '{prefix}.{key}' is missing (GPTQ needs qweight, qzeros, scales, g_idx)")
-    q = Q.unpack_int4_rows(t["qweight"])                    # [in, out] in 0..15
-    zeros = Q.unpack_int4_cols(t["qzeros"]) + 1             # [groups, out]; v1 stores zero - 1
+    q = gptq.unpack_int4_rows(t["qweight"])                    # [in, out] in 0..15
+    zeros = gptq.unpack_int4_cols(t["qzeros"]) + 1             # [groups, out]; v1 stores zero - 1
     in_f, out_f = q.shape
     groups = t["scales"].shape[0]
-    if not bool((zeros == Q.GPTQ_SYM_ZERO).all()):
-        raise BuildError(f"tensor '{prefix}.qzeros': zero points other than {Q.GPTQ_SYM_ZERO} (asymmetric GPTQ) "
+    if not bool((zeros == gptq.SYM_ZERO).all()):
+        raise BuildError(f"tensor '{prefix}.qzeros': zero points other than {gptq.SYM_ZERO} (asymmetric GPTQ) "
                          "cannot be expressed in TensorRT-LLM's symmetric W4A16 layout")
     expect = torch.arange(in_f, dtype=torch.int64) // (in_f // groups)
     if tuple(t["g_idx"].shape) != (in_f,) or not torch.equal(t["g_idx"].to(torch.int64), expect):
         raise BuildError(f"tensor '{prefix}.g_idx' is not the contiguous grouping i // {in_f // groups} "
                          "(act-order GPTQ); TensorRT-LLM's W4A16 layout cannot express it")
-    s = (q - Q.GPTQ_SYM_ZERO).t().contiguous()              # [out, in] signed, -8..7
+    s = (q - gptq.SYM_ZERO).t().contiguous()              # [out, in] signed, -8..7
     lo, hi = s[:, 0::2] & 0xF, s[:, 1::2] & 0xF
     packed = (lo | (hi << 4)).to(torch.uint8).view(torch.int8)
     return {f"{prefix}.weight": packed.contiguous(), f"{prefix}.weight_scale": t["scales"].t().contiguous()}

@@ -22,7 +22,7 @@ What is ours:
 * QK-norm after RoPE (``apply_rope`` override, as TRT-LLM's own Hunyuan class does; RoPE fusion off).
 * CLA (Hunyuan-Large), exact: each KV-owning layer caches the weight-free normalised key
   k_hat = k / rms(k) and every layer folds its own ``key_layernorm`` weight into its query
-  (DESIGN.md's hint; ``core/model.py``). A cross layer's ``Attention`` is built with the *KV-cache
+  (docs/architecture.md; ``core.model.fold_key_norm``). A cross layer's ``Attention`` is built with the *KV-cache
   slot* of its partner as ``layer_idx`` and receives the partner's (k_hat, v) of the same step, so it
   writes identical values into the shared slot and attends over the shared cache. Attention layer
   indices are KV-cache slots 0..num_kv_layers-1, and ``model_config.get_num_attention_layers()``
@@ -44,9 +44,9 @@ from transformers import PretrainedConfig
 
 from hunyuan_plugins import ops
 from hunyuan_plugins.config import ARCH_DENSE, ARCH_LARGE, ARCH_MOE, HunyuanConfig
-from hunyuan_plugins.core import quant as Q
 from hunyuan_plugins.core.checkpoint import canonical_weights
-from hunyuan_plugins.core.model import rms_normalize
+from hunyuan_plugins.core.model import fold_key_norm
+from hunyuan_plugins.quant import gptq
 from hunyuan_plugins.trtllm._api import (
     Attention,
     AttentionMetadata,
@@ -86,12 +86,6 @@ def _dtype(model_config: ModelConfig, cfg: HunyuanConfig) -> torch.dtype:
     return _DTYPES.get(d if isinstance(d, str) else cfg.torch_dtype, torch.bfloat16)
 
 
-def kv_slots(cfg: HunyuanConfig) -> list[int]:
-    """Layer -> KV-cache slot (the attention ``layer_idx`` TensorRT-LLM's cache manager sees)."""
-    owners = [i for i in range(cfg.num_layers) if cfg.owns_kv(i)]
-    return [owners.index(cfg.layers[i].kv_source) for i in range(cfg.num_layers)]
-
-
 def _quant_algo(model_config: ModelConfig) -> str | None:
     qc = getattr(model_config, "quant_config", None)
     algo = getattr(qc, "quant_algo", None)
@@ -114,7 +108,7 @@ class HunyuanAttention(Attention):
                                                       is_neox=True),
             # QK-norm comes after RoPE, and CLA cross layers receive already-rotated keys: unfused RoPE.
             rope_fusion=not (cfg.use_qk_norm or cfg.use_cla),
-            layer_idx=kv_slots(cfg)[layer_idx],
+            layer_idx=cfg.kv_slot(layer_idx),  # the KV-cache slot TensorRT-LLM's cache manager sees
             dtype=dtype,
             config=model_config,
         )
@@ -150,10 +144,9 @@ class HunyuanAttention(Attention):
                 q = self.rotary_emb(position_ids, [q])[0]
         if self.use_qk_norm:
             q = self.query_layernorm(q.reshape(-1, d))
-            if self.fold_key_norm:
-                q = q * self.key_layernorm.weight            # this layer's key norm, folded into its query
-                if self.owns_kv:
-                    k = rms_normalize(k.reshape(-1, d), self.eps).reshape(-1, self.kv_size)
+            if self.fold_key_norm:  # this layer's key norm folded into its query; weight-free k cached
+                q, k_hat = fold_key_norm(q, k if self.owns_kv else None, self.key_layernorm.weight, self.eps, d)
+                k = k_hat if self.owns_kv else k
             else:
                 k = self.key_layernorm(k.reshape(-1, d)).reshape(-1, self.kv_size)
             q = q.reshape(-1, self.q_size)
@@ -174,7 +167,7 @@ class HunyuanInt4Experts(nn.Module):
                  group_size: int, dtype: torch.dtype):
         super().__init__()
         self.num_experts, self.top_k, self.renormalize = num_experts, top_k, renormalize
-        pf = Q.GPTQ_PACK_FACTOR
+        pf = gptq.PACK_FACTOR
         self.w13_qweight = nn.Parameter(torch.empty(num_experts, hidden // pf, 2 * inter, dtype=torch.int32),
                                         requires_grad=False)
         self.w13_scales = nn.Parameter(torch.empty(num_experts, hidden // group_size, 2 * inter, dtype=dtype),
@@ -186,8 +179,8 @@ class HunyuanInt4Experts(nn.Module):
 
     @staticmethod
     def _to_op_layout(weight: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = (unpack_w4a16(weight) + Q.GPTQ_SYM_ZERO).t().contiguous()    # [K, N] in 0..15
-        return Q.pack_int4_rows(q), scale.t().contiguous()
+        q = (unpack_w4a16(weight) + gptq.SYM_ZERO).t().contiguous()    # [K, N] in 0..15
+        return gptq.pack_int4_rows(q), scale.t().contiguous()
 
     def load_weights(self, weights: list[dict]):
         w = weights[0]

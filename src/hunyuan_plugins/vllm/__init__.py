@@ -28,5 +28,6 @@ def register() -> None:
         ModelRegistry.register_model(arch, f"hunyuan_plugins.vllm.model:{arch}")
     parsers.register()
     _registered = True
-    init_logger("vllm.hunyuan_plugins").info("hunyuan_plugins: %s served by hunyuan_plugins.vllm.model; parsers: reasoning %r, tool calls %r",
-                ", ".join(ARCHITECTURES), parsers.REASONING_PARSER, parsers.TOOL_PARSER)
+    init_logger("vllm.hunyuan_plugins").info(
+        "hunyuan_plugins: %s served by hunyuan_plugins.vllm.model; parsers: reasoning %r, tool calls %r",
+        ", ".join(ARCHITECTURES), parsers.REASONING_PARSER, parsers.TOOL_PARSER)

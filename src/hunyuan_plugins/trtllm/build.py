@@ -2,15 +2,23 @@
 
     hunyuan-trtllm-build --model DIR --output OUT [--tp N] [--ep N] [--dtype auto|bfloat16|float16|float32]
                          [--quant fp8|int4] [--kv-cache-dtype auto|fp8] [--max-batch-size 128]
-                         [--moe-backend CUTLASS] [--no-engine-checkpoint] [--build-engine]
+                         [--moe-backend CUTLASS] [--engine-checkpoint] [--build-engine]
 
-writes::
+writes what TensorRT-LLM's PyTorch backend serves::
 
     OUT/pytorch/                      model dir for the PyTorch backend (our model classes)
         config.json, model*.safetensors, hf_quant_config.json (quantized), tokenizer/generation files
     OUT/extra_llm_api_options.yaml    LLM-API options: MoE backend, KV-cache dtype, CUDA-graph batch sizes
     OUT/serve.sh                      the serve command, ready to run
+    OUT/build.json                    summary
+
+and, only with ``--engine-checkpoint`` (opt-in)::
+
     OUT/engine_checkpoint/            TensorRT-engine-backend checkpoint: config.json + rank{N}.safetensors
+
+No TensorRT-LLM release has a Hunyuan network for the TensorRT engine backend, so that checkpoint
+cannot be built into an engine today; it is the input such a network would take. (``--no-engine-checkpoint``,
+the old opt-out, is still accepted and does nothing.)
 
 Everything runs on CPU with torch + safetensors; no TensorRT-LLM import. The engine build itself is
 not available (see :func:`engine_build_status`), and the tool says why.
@@ -114,6 +122,17 @@ def serve_command(out: str, plan: Plan, trust_remote_code: bool) -> list[list[st
             ["trtllm-serve", *args, "--custom_module_dirs", plugin_module_dir()]]
 
 
+NO_HUNYUAN_NETWORK = ("neither TensorRT-LLM nor hunyuan-plugins has a Hunyuan network definition for the TensorRT "
+                      "engine backend (no tensorrt_llm/models/hunyuan in any release, nothing for trtllm-build "
+                      "--model_cls_file yet)")
+
+
+def engine_checkpoint_note(eng_dir: str) -> str:
+    """What --engine-checkpoint output is, and why it cannot become an engine today."""
+    return (f"{eng_dir} is the input a Hunyuan engine network would take, but {NO_HUNYUAN_NETWORK}, so it cannot "
+            "be built into a TensorRT engine today. Serve with the PyTorch backend (serve.sh).")
+
+
 def engine_build_status() -> tuple[bool, str]:
     """(can_build, why). Never true today: see the message."""
     from importlib.metadata import PackageNotFoundError, version
@@ -124,18 +143,20 @@ def engine_build_status() -> tuple[bool, str]:
         return False, ("TensorRT-LLM is not installed here (its PyPI packages are stubs that download the real wheel "
                        "from pypi.nvidia.com), so no TensorRT engine can be built.")
     if not installed.startswith("1.2."):
-        return False, (f"the installed TensorRT-LLM is {installed}; its TensorRT engine backend exists only up to 1.2.x "
-                       f"(removed upstream afterwards). This builder is pinned to {TRTLLM_PINNED_VERSION}.")
-    return False, (f"TensorRT-LLM {installed} has the engine backend, but neither it nor hunyuan-plugins has a Hunyuan "
-                   "network definition for it (no tensorrt_llm/models/hunyuan, nothing for trtllm-build "
-                   "--model_cls_file yet), so the engine cannot be built. The engine checkpoint written here is the "
-                   "input such a network would take; serve with the PyTorch backend (serve.sh).")
+        return False, (f"the installed TensorRT-LLM is {installed}; its TensorRT engine backend exists only up to "
+                       f"1.2.x (removed upstream afterwards). This builder is pinned to {TRTLLM_PINNED_VERSION}.")
+    return False, (f"TensorRT-LLM {installed} has the engine backend, but {NO_HUNYUAN_NETWORK}, so the engine cannot "
+                   "be built; serve with the PyTorch backend (serve.sh).")
 
 
 def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto", quant: str | None = None,
           kv_cache_dtype: str = "auto", max_batch_size: int = 128, moe_backend: str = "CUTLASS",
-          engine_checkpoint: bool = True, progress: bool = True) -> dict:
-    """Validate, convert and write; returns a summary dict (also written to OUT/build.json)."""
+          engine_checkpoint: bool = False, progress: bool = True) -> dict:
+    """Validate, convert and write; returns a summary dict (also written to OUT/build.json).
+
+    ``engine_checkpoint=True`` also writes OUT/engine_checkpoint/ (TensorRT engine backend), which no
+    TensorRT-LLM release can build into an engine today (see :func:`engine_checkpoint_note`).
+    """
     ckpt = Checkpoint(model)                      # validates every tensor against the config, reads nothing yet
     plan = make_plan(ckpt, tp, ep, dtype, quant)
     if kv_cache_dtype not in ("auto", "fp8"):
@@ -214,10 +235,12 @@ def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto"
                 "# Equivalent without the wrapper:\n#   " + shlex.join(cmds[1]) + "\n"
                 "exec " + shlex.join(cmds[0]) + ' "$@"\n')
     os.chmod(os.path.join(output, "serve.sh"), 0o755)
-    can_build, why = engine_build_status()
+    _can_build, why = engine_build_status()
     summary = {"architecture": ckpt.cfg.architecture, "dtype": plan.dtype, "quant": plan.quant, "tp": plan.tp,
                "ep": plan.ep, "tensors": n_out, "pytorch_dir": pt_dir,
-               "engine_checkpoint": eng_dir if engine_checkpoint else None, "engine_built": False,
+               "engine_checkpoint": eng_dir if engine_checkpoint else None,
+               "engine_checkpoint_note": engine_checkpoint_note(eng_dir) if engine_checkpoint else None,
+               "engine_built": False,
                "engine_status": why, "serve": [shlex.join(c) for c in cmds],
                "kv_cache_layers": ckpt.cfg.num_kv_layers, "trtllm_version": TRTLLM_PINNED_VERSION}
     with open(os.path.join(output, "build.json"), "w") as f:
@@ -237,26 +260,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8"))
     p.add_argument("--max-batch-size", type=int, default=128, help="largest CUDA-graph batch size (default 128)")
     p.add_argument("--moe-backend", default="CUTLASS", help="TensorRT-LLM moe_config.backend (default CUTLASS)")
-    p.add_argument("--no-engine-checkpoint", action="store_true", help="skip the TensorRT-engine-backend checkpoint")
+    eng = p.add_mutually_exclusive_group()
+    eng.add_argument("--engine-checkpoint", action="store_true",
+                     help="also write OUT/engine_checkpoint/ (TensorRT-engine-backend checkpoint; no TensorRT-LLM "
+                          "release has a Hunyuan engine network, so it cannot be built into an engine today)")
+    eng.add_argument("--no-engine-checkpoint", action="store_true",
+                     help="deprecated, does nothing: the engine checkpoint is written only with --engine-checkpoint")
     p.add_argument("--build-engine", action="store_true",
                    help="also build a TensorRT engine (fails with the reason: not available, see docs/trtllm.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    if a.no_engine_checkpoint:
+        print("hunyuan-trtllm-build: note: --no-engine-checkpoint is deprecated and does nothing (the engine "
+              "checkpoint is now written only with --engine-checkpoint)", file=sys.stderr)
     if not os.path.isdir(a.model):
         print(f"hunyuan-trtllm-build: --model {a.model}: not a directory", file=sys.stderr)
         return 2
     try:
         s = build(a.model, a.output, a.tp, a.ep, a.dtype, a.quant, a.kv_cache_dtype, a.max_batch_size,
-                  a.moe_backend, not a.no_engine_checkpoint, not a.quiet)
+                  a.moe_backend, a.engine_checkpoint, not a.quiet)
     except (BuildError, CheckpointError, HunyuanConfigError, FileNotFoundError, ValueError) as e:
         print(f"hunyuan-trtllm-build: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {s['tensors']} tensors for {s['architecture']} (dtype={s['dtype']}, quant={s['quant'] or 'none'}, "
           f"tp={s['tp']}, ep={s['ep']}, KV-cache layers={s['kv_cache_layers']})")
     print(f"  PyTorch-backend model: {s['pytorch_dir']}")
+    print(f"  LLM-API options: {os.path.join(a.output, 'extra_llm_api_options.yaml')}")
+    print(f"  serve: {s['serve'][0]}  (or {os.path.join(a.output, 'serve.sh')})")
     if s["engine_checkpoint"]:
-        print(f"  TensorRT-engine-backend checkpoint: {s['engine_checkpoint']} (config.json + rank0..{s['tp'] - 1})")
-    print(f"  serve: {s['serve'][0]}")
+        ranks = "rank0.safetensors" if s["tp"] == 1 else f"rank0..rank{s['tp'] - 1}.safetensors"
+        print(f"  TensorRT-engine-backend checkpoint: {s['engine_checkpoint']} (config.json + {ranks})")
+        print(f"  note: {s['engine_checkpoint_note']}")
+    elif os.path.isdir(os.path.join(a.output, "engine_checkpoint")):
+        print(f"  note: {os.path.join(a.output, 'engine_checkpoint')} is left over from an earlier build and was not "
+              "updated (pass --engine-checkpoint to rewrite it)")
     print(f"  TensorRT engine: not built. {s['engine_status']}")
     if a.build_engine:
         print("hunyuan-trtllm-build: error: --build-engine: " + s["engine_status"], file=sys.stderr)

@@ -26,23 +26,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from engine_import import require_engine
 
 HERE = Path(__file__).resolve().parent
-try:  # `sglang.srt`, not `sglang`: this very directory is an importable namespace package "sglang"
-    import sglang.srt  # noqa: F401
-    HAVE_SGLANG = True
-except ImportError:
-    HAVE_SGLANG = False
-
-
-def pytest_collection_modifyitems(config, items):
-    if HAVE_SGLANG:
-        return
-    skip = pytest.mark.skip(reason="SGLang is not installed here: run tests/sglang with the SGLang venv "
-                                   "(bash ci/setup-sglang.sh; bash ci/test.sh does both)")
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
-            item.add_marker(skip)
+require_engine("sglang.srt", "SGLang", HERE, "sglang")  # a missing or broken SGLang stops the run, naming it
 
 STUB = HERE / "stub_sgl_kernel"
 PROMPT_IDS = [1, 5, 9, 33, 70, 101, 7, 260, 44, 12]
@@ -144,27 +131,26 @@ def server(checkpoints, tmp_path_factory):
            "--max-running-requests", "32", "--disable-cuda-graph", "--skip-server-warmup",
            "--reasoning-parser", "hunyuan_a13b", "--tool-call-parser", "hunyuan_a13b",
            "--enable-custom-logit-processor"]
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=sglang_env(), start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 600
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}:\n{log_path.read_text()[-6000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"server not healthy in 600 s:\n{log_path.read_text()[-6000:]}")
-            time.sleep(2)
-        yield base, log_path
-    finally:
-        stop(proc)
-        log.close()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=sglang_env(), start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 600
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited {proc.returncode}:\n{log_path.read_text()[-6000:]}")
+                try:
+                    with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.time() > deadline:
+                    raise RuntimeError(f"server not healthy in 600 s:\n{log_path.read_text()[-6000:]}")
+                time.sleep(2)
+            yield base, log_path
+        finally:
+            stop(proc)
 
 
 def post(url: str, body: dict, timeout: float = 300) -> dict:

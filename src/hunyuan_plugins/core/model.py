@@ -38,13 +38,14 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def fold_key_norm(q: torch.Tensor, k: torch.Tensor | None, key_norm_weight: torch.Tensor, eps: float,
-                  head_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  head_dim: int, own_k: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The CLA recipe: `q` (already query-normed) gets this layer's key-norm weight folded in, and
-    the layer's own `k` becomes the weight-free k / rms(k) that both layers of a pair cache
-    (`k` None on a cross layer: it reads its partner's). Any layout whose last dims are
-    (heads * head_dim) or (heads, head_dim); shapes are kept."""
+    the layer's own `k` becomes the weight-free k / rms(k) that both layers of a pair cache. A
+    cross layer's `k` (its partner's, normalised already; or None) comes back unchanged
+    (``own_k=False``). Any layout whose last dims are (heads * head_dim) or (heads, head_dim);
+    shapes are kept."""
     q = (q.reshape(-1, head_dim) * key_norm_weight).reshape(q.shape)
-    if k is not None:
+    if k is not None and own_k:
         k = rms_normalize(k.reshape(-1, head_dim), eps).reshape(k.shape)
     return q, k
 

@@ -145,8 +145,7 @@ class HunyuanAttention(Attention):
         if self.use_qk_norm:
             q = self.query_layernorm(q.reshape(-1, d))
             if self.fold_key_norm:  # this layer's key norm folded into its query; weight-free k cached
-                q, k_hat = fold_key_norm(q, k if self.owns_kv else None, self.key_layernorm.weight, self.eps, d)
-                k = k_hat if self.owns_kv else k
+                q, k = fold_key_norm(q, k, self.key_layernorm.weight, self.eps, d, own_k=self.owns_kv)
             else:
                 k = self.key_layernorm(k.reshape(-1, d)).reshape(-1, self.kv_size)
             q = q.reshape(-1, self.q_size)

@@ -128,9 +128,8 @@ class HunyuanAttention(nn.Module):
         if self.cfg.use_qk_norm:
             q = self.query_layernorm(self._heads(q, self.num_heads).contiguous())
             if self.fold_key_norm:  # this layer's key norm folded into its query; weight-free k cached
-                q, k_hat = fold_key_norm(q, k if self.owns_kv else None, self.key_layernorm.weight,
-                                         self.cfg.rms_norm_eps, self.head_dim)
-                k = k_hat if self.owns_kv else k
+                q, k = fold_key_norm(q, k, self.key_layernorm.weight, self.cfg.rms_norm_eps, self.head_dim,
+                                     own_k=self.owns_kv)
             else:
                 k = self.key_layernorm(self._heads(k, self.num_kv_heads).contiguous())
             q, k = q.reshape(q.shape[0], -1), k.reshape(k.shape[0], -1)

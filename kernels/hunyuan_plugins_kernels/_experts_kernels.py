@@ -56,24 +56,37 @@ def _quantize_a(a, a_scale_ptr, QUANT: tl.constexpr, EMULATE_CAST: tl.constexpr)
 @triton.jit
 def _mma(acc, a, a_s, b_ptr, s_ptr, expert, rows_n, offs_k, k0, n_ok, k_ok,
          stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk,
-         QUANT: tl.constexpr, GROUP_N: tl.constexpr, GROUP_K: tl.constexpr):
-    """acc += a @ B[expert][rows_n, offs_k]^T for one K-step, in the weight format QUANT."""
-    mask = k_ok[:, None] & n_ok[None, :]
+         QUANT: tl.constexpr, GROUP_N: tl.constexpr, GROUP_K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += a @ B[expert][rows_n, offs_k]^T for one K-step, in the weight format QUANT.
+
+    One return at the end: every branch is a constexpr if/else, so the compiler only ever sees
+    the operand types of the format being compiled (an early return would leave the dense
+    ``tl.dot`` compiled with INT4's packed int32 operand)."""
     b_base = b_ptr + expert * stride_be
     if QUANT == INT4:
-        packed = tl.load(b_base + (offs_k[:, None] // 8) * stride_bk + rows_n[None, :] * stride_bn,
-                         mask=mask, other=0)
-        q = (packed >> ((offs_k[:, None] % 8) * 4)) & 0xF
-        s = tl.load(s_ptr + expert * stride_se + (offs_k[:, None] // GROUP_K) * stride_sk
-                    + rows_n[None, :] * stride_sn, mask=mask, other=0.0)
-        b = ((q - 8).to(tl.float32) * s.to(tl.float32)).to(a.dtype)
-        return tl.dot(a, b, acc)
-    b = tl.load(b_base + rows_n[None, :] * stride_bn + offs_k[:, None] * stride_bk, mask=mask, other=0.0)
-    if QUANT == FP8_BLOCK:
-        b_s = tl.load(s_ptr + expert * stride_se + (rows_n // GROUP_N) * stride_sn
-                      + (k0 // GROUP_K) * stride_sk, mask=n_ok, other=0.0)
-        return acc + tl.dot(a, b) * a_s[:, None] * b_s[None, :]
-    return tl.dot(a, b, acc)
+        # each packed word loaded once, unpacked to 8 K rows; GROUP_K % BLOCK_K == 0 (launcher), so
+        # one scale row per K-step, applied to the fp32 product (exact: q - 8 is a small integer)
+        tl.static_assert(GROUP_K % BLOCK_K == 0)
+        words = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+        # K is a multiple of GROUP_K, hence of BLOCK_K: no K mask
+        packed = tl.load(b_base + words[:, None] * stride_bk + rows_n[None, :] * stride_bn,
+                         mask=n_ok[None, :], other=0)
+        shifts = tl.arange(0, 8) * 4
+        q = (packed[:, None, :] >> shifts[None, :, None]) & 0xF
+        b = tl.reshape(q - 8, [BLOCK_K, q.shape[2]]).to(a.dtype)
+        s = tl.load(s_ptr + expert * stride_se + (k0 // GROUP_K) * stride_sk + rows_n * stride_sn,
+                    mask=n_ok, other=0.0)
+        acc = acc + tl.dot(a, b) * s.to(tl.float32)[None, :]
+    else:
+        b = tl.load(b_base + rows_n[None, :] * stride_bn + offs_k[:, None] * stride_bk,
+                    mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if QUANT == FP8_BLOCK:
+            b_s = tl.load(s_ptr + expert * stride_se + (rows_n // GROUP_N) * stride_sn
+                          + (k0 // GROUP_K) * stride_sk, mask=n_ok, other=0.0)
+            acc = acc + tl.dot(a, b) * a_s[:, None] * b_s[None, :]
+        else:
+            acc = tl.dot(a, b, acc)
+    return acc
 
 
 @triton.jit
@@ -127,11 +140,11 @@ def _moe_gemm_kernel(
                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         a_op, a_s = _quantize_a(a, a_scale_ptr, QUANT, EMULATE_CAST)
         acc = _mma(acc, a_op, a_s, b_ptr, b_scale_ptr, expert, offs_n, offs_k, k0, n_ok, k_ok,
-                   stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk, QUANT, GROUP_N, GROUP_K)
+                   stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk, QUANT, GROUP_N, GROUP_K, BLOCK_K)
         if SWIGLU:
             acc_up = _mma(acc_up, a_op, a_s, b_ptr, b_scale_ptr, expert, offs_n + N, offs_k, k0, n_ok, k_ok,
                           stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk,
-                          QUANT, GROUP_N, GROUP_K)
+                          QUANT, GROUP_N, GROUP_K, BLOCK_K)
 
     if QUANT == FP8_TENSOR:
         a_scale = tl.load(a_scale_ptr)

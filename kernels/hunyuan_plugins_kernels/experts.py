@@ -36,6 +36,7 @@ instead (one launch less, order-dependent rounding on GPU).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,7 @@ import triton
 
 from hunyuan_plugins_kernels import _config
 from hunyuan_plugins_kernels import _experts_kernels as _k
+from hunyuan_plugins_kernels._launch import launch
 from hunyuan_plugins_kernels.routing import align_block_size
 
 FP8_BLOCK_SHAPE = (128, 128)
@@ -186,6 +188,12 @@ def _tile_config(op: str, w: ExpertWeights, T: int, device: torch.device, given:
     cfg = dict(given) if given else _config.lookup(op, T, w.num_experts, w.inter, w.hidden, w.tag, device)
     if w.quant == Quant.FP8_BLOCK:
         cfg["BLOCK_K"] = w.w13.group_k  # activation groups are quantised whole, per K-step
+    elif w.quant == Quant.INT4:
+        # one scale row per K-step: BLOCK_K must divide both GEMMs' group size
+        group = math.gcd(w.w13.group_k, w.w2.group_k)
+        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], group & -group)  # largest power of 2 dividing both
+        _check(cfg["BLOCK_K"] >= 16, f"int4 group sizes {w.w13.group_k}/{w.w2.group_k} need a power-of-2 "
+               "K tile >= 16 dividing them")
     return cfg
 
 
@@ -195,8 +203,8 @@ def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cf
     sorted_ids, expert_ids, num_post, num_slots, num_m_blocks = routing
     dummy = sorted_ids  # stands in for absent optional pointers (never dereferenced)
     grid = (num_m_blocks * triton.cdiv(n, cfg["BLOCK_N"]),)
-    _k._moe_gemm_kernel[grid](
-        a, b.weight, c,
+    launch(
+        _k._moe_gemm_kernel, grid, a, b.weight, c,
         b.input_scale if b.input_scale is not None else dummy,
         b.scale if b.scale is not None else dummy,
         b.perm if b.perm is not None else dummy,
@@ -221,8 +229,8 @@ def moe_sum(y: torch.Tensor, local_ids: torch.Tensor, out_dtype: torch.dtype, *,
     if T == 0:
         return out
     block_h = block_h or min(triton.next_power_of_2(H), 1024)
-    _k._moe_sum_kernel[(T, triton.cdiv(H, block_h))](
-        y, local_ids.contiguous(), out, H, TOP_K=top_k, BLOCK_H=block_h)
+    launch(_k._moe_sum_kernel, (T, triton.cdiv(H, block_h)),
+           y, local_ids.contiguous(), out, H, TOP_K=top_k, BLOCK_H=block_h)
     return out
 
 

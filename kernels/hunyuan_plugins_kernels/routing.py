@@ -19,6 +19,7 @@ import torch
 import triton
 
 from hunyuan_plugins_kernels import _routing_kernels as _k
+from hunyuan_plugins_kernels._launch import launch
 
 MAX_EXPERTS = 256
 MAX_TOP_K = 8
@@ -60,8 +61,8 @@ def topk_softmax(router_logits: torch.Tensor, top_k: int, renormalize: bool,
         return weights, ids, local_ids
     block_e = triton.next_power_of_2(E)
     block_t = block_t or max(1, min(triton.next_power_of_2(T), 4096 // block_e))
-    _k._topk_softmax_kernel[(triton.cdiv(T, block_t),)](
-        logits, weights, ids, local_ids, expert_map if expert_map is not None else ids,
+    launch(
+        _k._topk_softmax_kernel, (triton.cdiv(T, block_t),), logits, weights, ids, local_ids, expert_map if expert_map is not None else ids,
         T, E, logits.stride(0),
         TOP_K=top_k, RENORMALIZE=bool(renormalize), HAS_MAP=expert_map is not None,
         BLOCK_T=block_t, BLOCK_E=block_e, BLOCK_K=triton.next_power_of_2(top_k),
@@ -94,8 +95,8 @@ def align_block_size(local_ids: torch.Tensor, num_experts: int, block_m: int, *,
     num_post = torch.empty(1, dtype=torch.int32, device=dev)
     block_e = triton.next_power_of_2(num_experts)
     block_s = block_s or max(16, 4096 // block_e)
-    _k._align_block_size_kernel[(1,)](
-        ids, sorted_ids, expert_ids, num_post,
+    launch(
+        _k._align_block_size_kernel, (1,), ids, sorted_ids, expert_ids, num_post,
         num_slots, num_experts, sorted_len, num_blocks,
         BLOCK_M=block_m, BLOCK_E=block_e, BLOCK_S=block_s, BLOCK_FILL=1024, num_warps=num_warps,
     )

@@ -7,8 +7,8 @@ A config file ``configs/<op>.json`` looks like::
 
 The inner keys are token counts M; the entry whose M is nearest to the call's M is used (as in
 vLLM). Only defaults ship: no GPU was available to tune (docs/kernels.md). ``default.json``
-holds the fallback rules: the first rule whose ``max_m`` (per expert slot count, see
-``default_config``) is >= M wins.
+holds the fallback rules (see ``default_config``); every GPU rule is compiled for sm_90a by
+``compile_report`` in CI, which fails on one that does not compile, spills or overflows shared memory.
 """
 
 from __future__ import annotations
@@ -63,14 +63,18 @@ def lookup(op: str, M: int, E: int, N: int, K: int, dtype: str, device: torch.de
     if table:
         best = min(table, key=lambda m: abs(int(m) - M))
         return dict(table[best])
-    return default_config(M, E, device)
+    return default_config(M, E, device, dtype)
 
 
-def default_config(M: int, E: int, device: torch.device) -> dict:
-    """Shipped fallback. The interpreter gets big tiles (its cost is per program and per op)."""
+def default_config(M: int, E: int, device: torch.device, dtype: str = "bf16") -> dict:
+    """Shipped fallback: the first rule whose ``dtypes`` (prefixes of the config-key dtype; absent =
+    every dtype) match and whose ``max_m_per_expert`` * E >= M (absent = any M) wins. The
+    interpreter gets big tiles (its cost is per program and per op)."""
     rules = _load("default")
     rule_set = rules["interpreter"] if (device.type == "cpu" or interpreting()) else rules["gpu"]
     for rule in rule_set:
+        if "dtypes" in rule and not any(dtype.startswith(p) for p in rule["dtypes"]):
+            continue
         if rule.get("max_m_per_expert") is None or M <= rule["max_m_per_expert"] * E:
-            return {k: v for k, v in rule.items() if k != "max_m_per_expert"}
-    raise AssertionError("default.json: the last rule must have no max_m_per_expert")
+            return {k: v for k, v in rule.items() if k not in ("max_m_per_expert", "dtypes")}
+    raise AssertionError("default.json: the last rule must match every dtype and have no max_m_per_expert")

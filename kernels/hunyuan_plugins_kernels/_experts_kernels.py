@@ -173,6 +173,7 @@ def _moe_sum_kernel(y_ptr, ids_ptr, out_ptr, H, TOP_K: tl.constexpr, BLOCK_H: tl
     h_ok = offs < H
     acc = tl.zeros([BLOCK_H], dtype=tl.float32)
     for j in tl.static_range(TOP_K):
-        local = tl.load(ids_ptr + t * TOP_K + j) >= 0
+        # the slot's id broadcast to a vector: Triton >= 3.9 rejects a scalar bool inside a load mask
+        local = (tl.load(ids_ptr + t * TOP_K + j) + tl.zeros([BLOCK_H], dtype=tl.int32)) >= 0
         acc += tl.load(y_ptr + (t * TOP_K + j) * H + offs, mask=h_ok & local, other=0.0).to(tl.float32)
     tl.store(out_ptr + t * H + offs, acc.to(out_ptr.dtype.element_ty), mask=h_ok)

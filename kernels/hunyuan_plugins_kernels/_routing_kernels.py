@@ -46,64 +46,77 @@ def _topk_softmax_kernel(
 
 
 @triton.jit
-def _expert_of(pos, ends, experts):
-    """Index of the expert whose padded segment [start, end) holds each position in ``pos``."""
-    return tl.sum((ends[None, :] <= pos[:, None]).to(tl.int32), axis=1)
+def _onehot(ids_ptr, s, num_slots, experts, num_experts):
+    """[BLOCK_S, BLOCK_E] int32: 1 where slot s's local expert is that column (ids < 0: none)."""
+    e = tl.load(ids_ptr + s, mask=s < num_slots, other=-1)
+    return ((e[:, None] == experts[None, :]) & (experts < num_experts)[None, :]).to(tl.int32)
 
 
 @triton.jit
-def _align_block_size_kernel(
-    ids_ptr, sorted_ptr, expert_ids_ptr, num_post_ptr,
-    num_slots, num_experts, sorted_len, num_blocks,
-    BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_FILL: tl.constexpr,
-):
-    """Single program. Sorts token slots (t * top_k + j) by local expert, stable, and pads each
-    expert's run to a multiple of BLOCK_M. Slots with id < 0 (expert on another rank) are left out
-    entirely. Writes every element of its outputs, so they may be allocated uninitialised:
-      sorted_ptr[sorted_len]:   slot ids, padding = num_slots (sentinel)
-      expert_ids_ptr[num_blocks]: expert of each M-block, -1 past the padded total
-      num_post_ptr[1]:          padded total (a multiple of BLOCK_M)
-    """
+def _align_count_kernel(ids_ptr, counts_ptr, num_slots, iters, num_experts,
+                        BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Program p counts the slots of each local expert in its chunk of ``iters * BLOCK_S`` slots:
+    counts[p, :BLOCK_E] (every element written, so counts may be uninitialised)."""
+    p = tl.program_id(0)
     experts = tl.arange(0, BLOCK_E)
-    expert_ok = experts < num_experts
-
-    # 1) tokens per expert
     counts = tl.zeros([BLOCK_E], dtype=tl.int32)
-    for start in range(0, num_slots, BLOCK_S):
-        s = start + tl.arange(0, BLOCK_S)
-        e = tl.load(ids_ptr + s, mask=s < num_slots, other=-1)
-        onehot = ((e[:, None] == experts[None, :]) & expert_ok[None, :]).to(tl.int32)
-        counts += tl.sum(onehot, axis=0)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    for i in range(0, iters):
+        s = (p * iters + i) * BLOCK_S + tl.arange(0, BLOCK_S)
+        counts += tl.sum(_onehot(ids_ptr, s, num_slots, experts, num_experts), axis=0)
+    tl.store(counts_ptr + p * BLOCK_E + experts, counts)
+
+
+@triton.jit
+def _align_place_kernel(
+    ids_ptr, counts_ptr, sorted_ptr, expert_ids_ptr, num_post_ptr,
+    num_slots, num_chunks, iters, num_experts, sorted_len, num_blocks,
+    BLOCK_M: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_FILL: tl.constexpr,
+):
+    """Programs [0, num_chunks) scatter their chunk's slots; the others write the padding.
+
+    Every program first derives the layout from the per-chunk counts: each expert's run padded
+    to a multiple of BLOCK_M, runs in expert order (``starts``), and the slots of expert e from
+    earlier chunks (``before``). A scatter program then places slot s of expert e at
+    starts[e] + before[e] + its rank among earlier slots of e in the chunk: a stable sort by
+    expert. Fill program f writes, in its BLOCK_FILL positions, the sentinel num_slots wherever no
+    slot goes (each run's padding and the tail up to sorted_len), the expert of every M-block
+    starting there (-1 past the padded total), and (f = 0) the padded total. Positions written by
+    the two kinds of program are disjoint, so no ordering between them is needed.
+    """
+    pid = tl.program_id(0)
+    experts = tl.arange(0, BLOCK_E)
+    total = tl.zeros([BLOCK_E], dtype=tl.int32)
+    before = tl.zeros([BLOCK_E], dtype=tl.int32)
+    for start in range(0, num_chunks, BLOCK_P):
+        rows = start + tl.arange(0, BLOCK_P)
+        c = tl.load(counts_ptr + rows[:, None] * BLOCK_E + experts[None, :], mask=rows[:, None] < num_chunks,
+                    other=0)
+        total += tl.sum(c, axis=0)
+        before += tl.sum(tl.where(rows[:, None] < pid, c, 0), axis=0)
+    padded = (total + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     ends = tl.cumsum(padded, axis=0)
     starts = ends - padded
-    total = tl.sum(padded, axis=0)
-    tl.store(num_post_ptr, total)
+    padded_total = tl.sum(padded, axis=0)
 
-    # 2) scatter each slot to start[e] + its rank among earlier slots of e (stable)
-    offsets = starts
-    for start in range(0, num_slots, BLOCK_S):
-        s = start + tl.arange(0, BLOCK_S)
-        e = tl.load(ids_ptr + s, mask=s < num_slots, other=-1)
-        onehot = ((e[:, None] == experts[None, :]) & expert_ok[None, :]).to(tl.int32)
-        rank = tl.cumsum(onehot, axis=0) - onehot
-        pos = tl.sum((offsets[None, :] + rank) * onehot, axis=1)
-        tl.store(sorted_ptr + pos, s, mask=tl.sum(onehot, axis=1) > 0)
-        offsets += tl.sum(onehot, axis=0)
-
-    # 3) sentinel into every position step 2 did not write: each expert's padding, then the tail
-    for e in range(0, num_experts):
-        pad_start = tl.sum(tl.where(experts == e, starts + counts, 0), axis=0)
-        pad_end = tl.sum(tl.where(experts == e, ends, 0), axis=0)
-        pos = pad_start + tl.arange(0, BLOCK_M)
-        tl.store(sorted_ptr + pos, tl.zeros_like(pos) + num_slots, mask=pos < pad_end)
-    for start in range(total, sorted_len, BLOCK_FILL):
-        pos = start + tl.arange(0, BLOCK_FILL)
-        tl.store(sorted_ptr + pos, tl.zeros_like(pos) + num_slots, mask=pos < sorted_len)
-
-    # 4) expert of every M-block
-    for start in range(0, num_blocks, BLOCK_S):
-        blk = start + tl.arange(0, BLOCK_S)
-        pos = blk * BLOCK_M
-        owner = _expert_of(pos, ends, experts)
-        tl.store(expert_ids_ptr + blk, tl.where(pos < total, owner, -1), mask=blk < num_blocks)
+    if pid < num_chunks:
+        offsets = starts + before
+        for i in range(0, iters):
+            s = (pid * iters + i) * BLOCK_S + tl.arange(0, BLOCK_S)
+            onehot = _onehot(ids_ptr, s, num_slots, experts, num_experts)
+            rank = tl.cumsum(onehot, axis=0) - onehot
+            pos = tl.sum((offsets[None, :] + rank) * onehot, axis=1)
+            tl.store(sorted_ptr + pos, s, mask=tl.sum(onehot, axis=1) > 0)
+            offsets += tl.sum(onehot, axis=0)
+    else:
+        f = pid - num_chunks
+        pos = f * BLOCK_FILL + tl.arange(0, BLOCK_FILL)
+        in_run = (pos[:, None] >= starts[None, :]) & (pos[:, None] < (starts + total)[None, :])
+        is_slot = tl.sum(in_run.to(tl.int32), axis=1) > 0
+        tl.store(sorted_ptr + pos, tl.zeros_like(pos) + num_slots, mask=(pos < sorted_len) & (is_slot == 0))
+        blk = f * (BLOCK_FILL // BLOCK_M) + tl.arange(0, BLOCK_FILL // BLOCK_M)
+        first = blk * BLOCK_M
+        owner = tl.sum((ends[None, :] <= first[:, None]).to(tl.int32), axis=1)
+        tl.store(expert_ids_ptr + blk, tl.where(first < padded_total, owner, -1), mask=blk < num_blocks)
+        if f == 0:
+            tl.store(num_post_ptr, padded_total)

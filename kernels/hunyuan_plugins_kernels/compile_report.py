@@ -80,18 +80,25 @@ def expert_weights(fmt: str, E: int, H: int, I: int) -> tuple[X.ExpertWeights, t
     raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
 
 
-def shipped_configs() -> list[tuple[str, dict | None, dict | None, dict]]:
-    """(source, up config, down config, shape) for every tile config that ships."""
+def shipped_configs(tag: str) -> list[tuple[str, dict | None, dict | None, dict]]:
+    """(source, up config, down config, shape) for every tile config that ships for the config-key
+    dtype ``tag``: the default GPU rules a launch of that dtype can reach (in order, up to the
+    first catch-all) and every tuned entry of that dtype."""
     out = []
     for i, rule in enumerate(_config._load("default")["gpu"]):
-        cfg = {k: v for k, v in rule.items() if k != "max_m_per_expert"}
+        if "dtypes" in rule and not any(tag.startswith(p) for p in rule["dtypes"]):
+            continue
+        cfg = {k: v for k, v in rule.items() if k not in ("max_m_per_expert", "dtypes")}
         for tp in TPS:
             out.append((f"default.json gpu[{i}]", cfg, cfg, dict(A13B, I=A13B["I"] // tp, tp=tp)))
+        if rule.get("max_m_per_expert") is None:
+            break
     up, down = _config._load("moe_up"), _config._load("moe_down")
     for key, table in up.items():
         fields = dict(kv.split("=", 1) for kv in key.split(","))
-        shape = dict(E=int(fields["E"]), I=int(fields["N"]), H=int(fields["K"]), top_k=A13B["top_k"],
-                     tp=None, dtype=fields["dtype"], device=fields["device"])
+        if fields["dtype"] != tag:
+            continue
+        shape = dict(E=int(fields["E"]), I=int(fields["N"]), H=int(fields["K"]), top_k=A13B["top_k"], tp=None)
         for m, cfg in table.items():
             out.append((f"moe_up.json {key} M={m}", cfg, down.get(key, {}).get(m, cfg), shape))
     return out
@@ -148,14 +155,17 @@ class Compiler:
             ck = triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=self.target,
                                 options=options.__dict__)
         except Exception as e:  # noqa: BLE001 -- the report records any compiler failure
-            msg = str(e).strip().splitlines()
-            info["error"] = f"{type(e).__name__}: {msg[-1] if msg else ''}"[:300]
+            root = e
+            while root.__cause__ is not None:  # Triton nests the failing call sites; the cause is innermost
+                root = root.__cause__
+            lines = [ln for ln in str(root).strip().splitlines() if ln.strip() and ln.strip() != "^"]
+            info["error"] = f"{type(root).__name__}: {lines[-1] if lines else ''}"[:300]
             self.cache[key] = info
             return info
         ptx = ck.asm["ptx"]
         info.update(self._resources(ck.asm["cubin"]), shared=ck.metadata.shared,
-                    wgmma="wgmma.mma_async" in ptx, mma_sync="mma.sync" in ptx,
-                    mma_e4m3=bool(re.search(r"(wgmma\.mma_async|mma\.sync)\S*e4m3", ptx)))
+                    wgmma="wgmma.mma_async" in ptx, tcgen05="tcgen05.mma" in ptx, mma_sync="mma.sync" in ptx,
+                    mma_e4m3=bool(re.search(r"(wgmma\.mma_async|mma\.sync)\S*e4m3|tcgen05\.mma\S*kind::f8f6f4", ptx)))
         self.cache[key] = info
         return info
 
@@ -185,27 +195,21 @@ def build_rows(targets: list[str], formats: list[str], tps: list[int] | None = N
     rows = []
     for tname in targets:
         comp = Compiler(tname)
-        for source, up, down, shape in shipped_configs():
-            if tps and shape["tp"] not in tps:
-                continue
-            for fmt in formats:
-                if "dtype" in shape and not shape["dtype"].startswith(_tag_prefix(fmt)):
+        for fmt in formats:
+            tag = expert_weights(fmt, 8, 256, 128)[0].tag
+            for source, up, down, shape in shipped_configs(tag):
+                if tps and shape["tp"] not in tps:
                     continue
                 launches, tag = record_layer(fmt, shape, GEMM_TOKENS, up, down)
                 for launch in launches:
-                    if launch.name != "_moe_gemm_kernel":
-                        continue
-                    rows.append(_row(comp, launch, source, fmt, tag, shape, GEMM_TOKENS))
+                    if launch.name == "_moe_gemm_kernel":
+                        rows.append(_row(comp, launch, source, fmt, tag, shape, GEMM_TOKENS))
         for T in ROUTING_TOKENS:  # routing and the top-k sum do not depend on the weight format
             launches, _ = record_layer("bf16", A13B | {"tp": 1}, T, None, None)
             for launch in launches:
                 if launch.name != "_moe_gemm_kernel":
                     rows.append(_row(comp, launch, "launcher default", "bf16", "bf16", A13B | {"tp": 1}, T))
     return rows
-
-
-def _tag_prefix(fmt: str) -> str:
-    return {"fp8": "fp8_w8a8", "fp8_block": "fp8_w8a8_block", "int4": "int4_w4a16"}.get(fmt, fmt)
 
 
 def _row(comp: Compiler, launch: _launch.Launch, source: str, fmt: str, tag: str, shape: dict, T: int) -> dict:
@@ -251,7 +255,7 @@ def markdown(rows: list[dict], env: dict, fail_on: list[str]) -> str:
         if "error" in r:
             cells = [tiles, f"{r['num_warps']}/{r['num_stages']}", tps, "-", "-", "-", "-", "-", f"**{r['error']}**"]
         else:
-            mma = "wgmma" if r["wgmma"] else "mma.sync" if r["mma_sync"] else "none"
+            mma = "wgmma" if r["wgmma"] else "tcgen05" if r["tcgen05"] else "mma.sync" if r["mma_sync"] else "none"
             e4m3 = ("yes" if r["mma_e4m3"] else "**no (upcast)**") if r["format"].startswith("fp8") and \
                 r["kernel"].startswith("gemm") else "-"
             status = "; ".join(r["problems"]) if r["problems"] else "ok"

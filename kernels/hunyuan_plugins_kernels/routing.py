@@ -23,6 +23,7 @@ from hunyuan_plugins_kernels._launch import launch
 
 MAX_EXPERTS = 256
 MAX_TOP_K = 8
+MAX_CHUNKS = 64  # align_block_size: per-chunk count rows each placing program reads
 
 
 class RoutingData(NamedTuple):
@@ -62,7 +63,8 @@ def topk_softmax(router_logits: torch.Tensor, top_k: int, renormalize: bool,
     block_e = triton.next_power_of_2(E)
     block_t = block_t or max(1, min(triton.next_power_of_2(T), 4096 // block_e))
     launch(
-        _k._topk_softmax_kernel, (triton.cdiv(T, block_t),), logits, weights, ids, local_ids, expert_map if expert_map is not None else ids,
+        _k._topk_softmax_kernel, (triton.cdiv(T, block_t),),
+        logits, weights, ids, local_ids, expert_map if expert_map is not None else ids,
         T, E, logits.stride(0),
         TOP_K=top_k, RENORMALIZE=bool(renormalize), HAS_MAP=expert_map is not None,
         BLOCK_T=block_t, BLOCK_E=block_e, BLOCK_K=triton.next_power_of_2(top_k),
@@ -79,13 +81,16 @@ def align_block_size(local_ids: torch.Tensor, num_experts: int, block_m: int, *,
     Slot ``s = t * k + j`` is the j-th choice of token t. Slots whose local id is < 0 are
     dropped (no M-block is spent on experts of other ranks). Within an expert, slots keep
     ascending order, so the result is deterministic and equals a stable sort.
+
+    Two launches, parallel over the slots: per-chunk expert counts, then placement (each program
+    derives the padded layout from the counts, then scatters its chunk or writes padding).
     """
     if local_ids.dim() != 2 or local_ids.dtype != torch.int32:
         raise ValueError(f"local_ids must be int32 [T, k], got {local_ids.dtype} {list(local_ids.shape)}")
     if not 1 <= num_experts <= MAX_EXPERTS:
         raise ValueError(f"num_experts must be in [1, {MAX_EXPERTS}], got {num_experts}")
-    if block_m < 1:
-        raise ValueError(f"block_m must be positive, got {block_m}")
+    if block_m < 1 or block_m & (block_m - 1):
+        raise ValueError(f"block_m must be a power of 2, got {block_m}")
     ids = local_ids.contiguous()
     num_slots = ids.numel()
     sorted_len, num_blocks = padded_capacity(num_slots, num_experts, block_m)
@@ -95,10 +100,20 @@ def align_block_size(local_ids: torch.Tensor, num_experts: int, block_m: int, *,
     num_post = torch.empty(1, dtype=torch.int32, device=dev)
     block_e = triton.next_power_of_2(num_experts)
     block_s = block_s or max(16, 4096 // block_e)
+    # chunks of iters * block_s slots, at most MAX_CHUNKS of them (each placing program reads
+    # every chunk's counts); fill programs cover sorted_len in block_fill positions
+    iters = max(1, triton.cdiv(triton.cdiv(num_slots, block_s), MAX_CHUNKS))
+    num_chunks = max(1, triton.cdiv(num_slots, iters * block_s))
+    block_fill = max(triton.next_power_of_2(block_m), 4096 // block_e)
+    counts = torch.empty(num_chunks, block_e, dtype=torch.int32, device=dev)
+    launch(_k._align_count_kernel, (num_chunks,), ids, counts, num_slots, iters, num_experts,
+           BLOCK_E=block_e, BLOCK_S=block_s, num_warps=num_warps)
     launch(
-        _k._align_block_size_kernel, (1,), ids, sorted_ids, expert_ids, num_post,
-        num_slots, num_experts, sorted_len, num_blocks,
-        BLOCK_M=block_m, BLOCK_E=block_e, BLOCK_S=block_s, BLOCK_FILL=1024, num_warps=num_warps,
+        _k._align_place_kernel, (num_chunks + triton.cdiv(sorted_len, block_fill),),
+        ids, counts, sorted_ids, expert_ids, num_post,
+        num_slots, num_chunks, iters, num_experts, sorted_len, num_blocks,
+        BLOCK_M=block_m, BLOCK_E=block_e, BLOCK_S=block_s, BLOCK_P=min(MAX_CHUNKS, 4096 // block_e),
+        BLOCK_FILL=block_fill, num_warps=num_warps,
     )
     return sorted_ids, expert_ids, num_post
 

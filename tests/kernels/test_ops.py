@@ -153,3 +153,21 @@ def test_compile_fullgraph():
     with ops.triton_on_cpu(False):
         eager = layer(x, logits, w13, w2)
         assert torch.equal(compiled(x, logits, w13, w2), eager)
+
+
+def test_cuda_without_triton_is_an_error_unless_the_reference_is_asked_for(monkeypatch):
+    """No silent fallback: a device that should run Triton and cannot import it names the package."""
+    import sys
+
+    import hunyuan_plugins_kernels
+    from hunyuan_plugins.ops import reference as _ref
+    monkeypatch.setitem(sys.modules, "hunyuan_plugins_kernels.torch_ops", None)  # import -> ImportError
+    monkeypatch.delattr(hunyuan_plugins_kernels, "torch_ops", raising=False)
+    with pytest.raises(RuntimeError, match=r"on cuda: the Triton kernels cannot be imported.*triton.*"
+                                           + ops.REFERENCE_ENV):
+        ops._impl("moe_experts", _ref.expert_mlp, torch.device("cuda"))
+    with ops.triton_on_cpu(True), pytest.raises(RuntimeError, match="on cpu"):
+        ops._impl("moe_experts", _ref.expert_mlp, torch.device("cpu"))
+    assert ops._impl("moe_experts", _ref.expert_mlp, torch.device("cpu")) is _ref.expert_mlp
+    monkeypatch.setitem(ops._state, "reference", True)
+    assert ops._impl("moe_experts", _ref.expert_mlp, torch.device("cuda")) is _ref.expert_mlp

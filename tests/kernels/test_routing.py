@@ -68,8 +68,8 @@ def test_expert_map():
     assert (local == -1).any() and (local >= 0).any()
 
 
-def _check_align(local_ids, E, block_m):
-    sorted_ids, expert_ids, num_post = align_block_size(local_ids.to(DEVICE), E, block_m)
+def _check_align(local_ids, E, block_m, **kw):
+    sorted_ids, expert_ids, num_post = align_block_size(local_ids.to(DEVICE), E, block_m, **kw)
     want_sorted, want_experts, want_total = align_reference(local_ids, E, block_m)
     total = int(num_post)
     assert total == want_total and total % block_m == 0
@@ -82,8 +82,10 @@ def _check_align(local_ids, E, block_m):
 
 
 @pytest.mark.parametrize("T,E,k,block_m", [(1, 64, 8, 16), (3, 8, 2, 32), (67, 64, 8, 16), (67, 256, 8, 64),
-                                           (16, 16, 1, 32)])
+                                           (16, 16, 1, 32), (200, 256, 8, 16)])
 def test_align_block_size(T, E, k, block_m):
+    # (200, 256, 8): 1600 slots in 16-slot steps = 100 steps > MAX_CHUNKS, so each chunk takes 2 steps
+    # and the placing programs read the 50 count rows in several BLOCK_P passes
     _, ids = ref.route(_logits(T, E, seed=7).cpu(), k, True)
     _check_align(ids, E, block_m)
 
@@ -96,6 +98,19 @@ def test_align_edge_cases():
     ids[5] = -1
     _check_align(ids, E, 32)
     _check_align(torch.full((4, 2), -1, dtype=torch.int32), E, 16)        # nothing local at all
+
+
+def test_align_many_chunks_stay_stable():
+    """Slots of one expert spread over many chunks keep ascending order (the stable sort)."""
+    ids = torch.randint(0, 3, (97, 4), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
+    ids[10:20] = -1
+    for block_s in (16, 32):  # 388 slots: 25 and 13 chunks
+        _check_align(ids, 8, 16, block_s=block_s)
+
+
+def test_align_rejects_block_m_not_power_of_2():
+    with pytest.raises(ValueError, match="power of 2"):
+        align_block_size(torch.zeros(2, 2, dtype=torch.int32, device=DEVICE), 8, 24)
 
 
 def test_route_combines_both():

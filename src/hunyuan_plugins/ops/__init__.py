@@ -1,8 +1,9 @@
 """The one place that registers torch custom ops (namespace ``hunyuan``).
 
-Each op = a reference torch implementation (the default on every device: CPU and the fallback
-anywhere else) + a CUDA implementation on our Triton kernels (``hunyuan_plugins_kernels``,
-imported on first use) + a fake implementation (shapes only, for torch.compile / meta tensors).
+Each op = a reference torch implementation (the default on CPU) + a CUDA implementation on our
+Triton kernels (``hunyuan_plugins_kernels``, imported on first use; a CUDA machine without triton
+gets an error naming it, unless ``HUNYUAN_OPS_REFERENCE=1`` asks for the reference everywhere) +
+a fake implementation (shapes only, for torch.compile / meta tensors).
 Callers never see the difference. Today the reference core calls them for every MoE layer, and
 TensorRT-LLM's adapter for GPTQ-Int4 experts (and unquantized ones with ``HUNYUAN_TRTLLM_MOE=hunyuan``);
 the vLLM and SGLang adapters still run their engine's own fused MoE.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -36,7 +36,10 @@ import torch
 from hunyuan_plugins.ops import reference as _ref
 
 TRITON_ON_CPU_ENV = "HUNYUAN_TRITON_ON_CPU"
-_state = {"triton_on_cpu": os.environ.get(TRITON_ON_CPU_ENV, "0") == "1", "warned": False}
+# "1": the torch reference on every device, Triton never imported (an explicit, slow choice on GPU)
+REFERENCE_ENV = "HUNYUAN_OPS_REFERENCE"
+_state = {"triton_on_cpu": os.environ.get(TRITON_ON_CPU_ENV, "0") == "1",
+          "reference": os.environ.get(REFERENCE_ENV, "0") == "1"}
 
 
 def set_triton_on_cpu(enabled: bool) -> None:
@@ -54,24 +57,26 @@ def triton_on_cpu(enabled: bool = True) -> Iterator[None]:
         set_triton_on_cpu(previous)
 
 
-def _triton_impls():
-    """hunyuan_plugins_kernels.torch_ops, or None (with one warning) when triton is missing."""
+def _triton_impls(device: torch.device):
+    """hunyuan_plugins_kernels.torch_ops. A device that should run Triton but cannot import it is
+    an error, never a silent fallback: on CUDA the reference syncs with the host, dequantises int4
+    on every call and cannot be captured in a CUDA graph."""
     try:
         from hunyuan_plugins_kernels import torch_ops
-    except ImportError as e:  # no triton: every device falls back to the reference
-        if not _state["warned"]:
-            warnings.warn(f"hunyuan ops: Triton kernels unavailable ({e}); using the torch reference")
-            _state["warned"] = True
-        return None
+    except ImportError as e:
+        raise RuntimeError(
+            f"torch.ops.hunyuan on {device.type}: the Triton kernels cannot be imported ({e}). Install "
+            f"triton (pip install 'hunyuan-plugins[kernels]'), or set {REFERENCE_ENV}=1 to run the torch "
+            "reference instead (slow on a GPU: host syncs, int4 dequantised per call, no CUDA graphs)") from e
     return torch_ops
 
 
 def _impl(name: str, reference: Callable, device: torch.device) -> Callable:
     """The implementation of op ``name`` for tensors on ``device``."""
+    if _state["reference"]:
+        return reference
     if device.type == "cuda" or (device.type == "cpu" and _state["triton_on_cpu"]):
-        impls = _triton_impls()
-        if impls is not None:
-            return getattr(impls, name)
+        return getattr(_triton_impls(device), name)
     return reference
 
 

@@ -198,7 +198,7 @@ def build_rows(targets: list[str], formats: list[str], tps: list[int] | None = N
         for fmt in formats:
             tag = expert_weights(fmt, 8, 256, 128)[0].tag
             for source, up, down, shape in shipped_configs(tag):
-                if tps and shape["tp"] not in tps:
+                if tps and shape["tp"] is not None and shape["tp"] not in tps:
                     continue
                 launches, tag = record_layer(fmt, shape, GEMM_TOKENS, up, down)
                 for launch in launches:

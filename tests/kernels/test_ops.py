@@ -168,6 +168,7 @@ def test_cuda_without_triton_is_an_error_unless_the_reference_is_asked_for(monke
         ops._impl("moe_experts", _ref.expert_mlp, torch.device("cuda"))
     with ops.triton_on_cpu(True), pytest.raises(RuntimeError, match="on cpu"):
         ops._impl("moe_experts", _ref.expert_mlp, torch.device("cpu"))
-    assert ops._impl("moe_experts", _ref.expert_mlp, torch.device("cpu")) is _ref.expert_mlp
+    with ops.triton_on_cpu(False):
+        assert ops._impl("moe_experts", _ref.expert_mlp, torch.device("cpu")) is _ref.expert_mlp
     monkeypatch.setitem(ops._state, "reference", True)
     assert ops._impl("moe_experts", _ref.expert_mlp, torch.device("cuda")) is _ref.expert_mlp

@@ -50,6 +50,8 @@ def candidates(kind: str, T: int, top_k: int, E: int, grid: str = "full") -> lis
         if bm * bn >= 128 * 256 and w == 4:
             continue  # register pressure: skip the obviously bad
         out.append(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=w, num_stages=s))
+    if T * top_k <= E:  # decode: few programs, so explicit K splits compete with the launcher's rule
+        out += [dict(c, SPLIT_K=sk) for c in out if c["num_stages"] == 3 for sk in (1, 2, 4)]
     return out
 
 

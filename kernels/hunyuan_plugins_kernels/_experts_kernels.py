@@ -100,9 +100,10 @@ def _moe_gemm_kernel(
     a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, a_perm_ptr, topk_weights_ptr,
     sorted_ids_ptr, expert_ids_ptr, num_post_ptr,
     N, K, num_slots, num_m_blocks,
-    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
+    stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cs, stride_cm, stride_cn,
     stride_se, stride_sn, stride_sk, stride_pe,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     QUANT: tl.constexpr, GROUP_N: tl.constexpr, GROUP_K: tl.constexpr, EMULATE_CAST: tl.constexpr,
     A_ROW_DIV: tl.constexpr, HAS_PERM: tl.constexpr, SWIGLU: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, C_ROW_DIV: tl.constexpr, ATOMIC: tl.constexpr,
@@ -114,6 +115,12 @@ def _moe_gemm_kernel(
     epilogue stores silu(gate) * up. MUL_ROUTED_WEIGHT scales each row by its routing weight.
     C row = slot // C_ROW_DIV; ATOMIC adds into fp32 C (top-k reduction in the epilogue).
     HAS_PERM: A's columns are read through a per-expert K permutation (GPTQ act-order).
+
+    SPLIT_K > 1 (small T, too few programs for the SMs): program_id(1) takes one of SPLIT_K
+    contiguous ranges of K-steps and stores its partial sums, fp32, at C + split * stride_cs; the
+    SwiGLU epilogue is then left to ``_swiglu_sum_kernel`` (gate partials in columns [0, N), up
+    in [N, 2N)) and the down GEMM's partials are summed by ``_moe_sum_kernel``, both in a fixed
+    order (deterministic). Scales and routing weights are linear, so they apply per partial.
     """
     pid_m, pid_n = _swizzle(tl.program_id(0), num_m_blocks, tl.cdiv(N, BLOCK_N), GROUP_M)
     if pid_m * BLOCK_M >= tl.load(num_post_ptr):
@@ -128,9 +135,17 @@ def _moe_gemm_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
 
+    k_lo, k_hi = 0, K
+    if SPLIT_K > 1:
+        split = tl.program_id(1)
+        span = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K
+        k_lo = split * span
+        k_hi = tl.minimum(K, k_lo + span)
+        c_ptr += split * stride_cs
+
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
         a_cols = offs_k
@@ -151,6 +166,12 @@ def _moe_gemm_kernel(
         acc = acc * _tensor_scale(a_scale, b_scale_ptr, expert, 0, stride_se, stride_sn)
         if SWIGLU:
             acc_up = acc_up * _tensor_scale(a_scale, b_scale_ptr, expert, 1, stride_se, stride_sn)
+    c_mask = row_ok[:, None] & n_ok[None, :]
+    if SWIGLU and SPLIT_K > 1:  # partial gate | up; _swiglu_sum_kernel finishes
+        part = c_ptr + slots.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn
+        tl.store(part, acc, mask=c_mask)
+        tl.store(part + N * stride_cn, acc_up, mask=c_mask)
+        return
     if SWIGLU:
         acc = acc * tl.sigmoid(acc) * acc_up
     if MUL_ROUTED_WEIGHT:
@@ -158,7 +179,6 @@ def _moe_gemm_kernel(
 
     c_rows = (slots // C_ROW_DIV).to(tl.int64)
     c_ptrs = c_ptr + c_rows[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    c_mask = row_ok[:, None] & n_ok[None, :]
     if ATOMIC:
         tl.atomic_add(c_ptrs, acc, mask=c_mask)
     else:
@@ -166,8 +186,26 @@ def _moe_gemm_kernel(
 
 
 @triton.jit
-def _moe_sum_kernel(y_ptr, ids_ptr, out_ptr, H, TOP_K: tl.constexpr, BLOCK_H: tl.constexpr):
-    """out[t] = sum_j y[t * TOP_K + j] over the slots whose expert is local (id >= 0), in fp32."""
+def _swiglu_sum_kernel(part_ptr, out_ptr, N, stride_ps, stride_pm, stride_om,
+                       SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out[row, n] = silu(sum_s gate_s) * sum_s up_s over split-K partials part[s, row, (n | N + n)]."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ok = offs < N
+    gate = tl.zeros([BLOCK_N], dtype=tl.float32)
+    up = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        base = part_ptr + s * stride_ps + row * stride_pm
+        gate += tl.load(base + offs, mask=ok, other=0.0)
+        up += tl.load(base + N + offs, mask=ok, other=0.0)
+    tl.store(out_ptr + row * stride_om + offs, (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _moe_sum_kernel(y_ptr, ids_ptr, out_ptr, H, stride_ys, TOP_K: tl.constexpr, SPLIT_K: tl.constexpr,
+                    BLOCK_H: tl.constexpr):
+    """out[t] = sum_j sum_s y[s, t * TOP_K + j] over the slots whose expert is local (id >= 0) and
+    the SPLIT_K partials of each, in fp32 and in a fixed order."""
     t = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = offs < H
@@ -175,5 +213,7 @@ def _moe_sum_kernel(y_ptr, ids_ptr, out_ptr, H, TOP_K: tl.constexpr, BLOCK_H: tl
     for j in tl.static_range(TOP_K):
         # the slot's id broadcast to a vector: Triton >= 3.9 rejects a scalar bool inside a load mask
         local = (tl.load(ids_ptr + t * TOP_K + j) + tl.zeros([BLOCK_H], dtype=tl.int32)) >= 0
-        acc += tl.load(y_ptr + (t * TOP_K + j) * H + offs, mask=h_ok & local, other=0.0).to(tl.float32)
+        for s in tl.static_range(SPLIT_K):
+            acc += tl.load(y_ptr + s * stride_ys + (t * TOP_K + j) * H + offs, mask=h_ok & local,
+                           other=0.0).to(tl.float32)
     tl.store(out_ptr + t * H + offs, acc.to(out_ptr.dtype.element_ty), mask=h_ok)

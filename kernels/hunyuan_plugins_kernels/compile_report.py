@@ -9,7 +9,8 @@ meta tensors, so grids, strides, constexprs and options are theirs, not a copy),
 layer (H=4096, E=64, top-8, I = 3072/TP for TP 1, 2, 4, 8) in every weight format (fp32, fp16,
 bf16, fp8 e4m3 per-tensor W8A8, fp8 128x128 block, int4 W4A16 g128), with every tile config that
 ships (the GPU rules of ``configs/default.json`` and every entry of tuned ``configs/moe_*.json``),
-plus the routing kernels and the top-k sum at T in {1, 64, 4096}. Arguments are specialised as the
+each at SPLIT_K 1 and 2 (split-K is picked per launch at run time), plus the split-K SwiGLU
+finish, the routing kernels and the top-k sum at T in {1, 64, 4096}. Arguments are specialised as the
 JIT would specialise them on a GPU (16-byte aligned pointers, integer divisibility).
 
 Per compile: registers/thread and stack bytes (spills) from the bundled ``cuobjdump
@@ -200,10 +201,13 @@ def build_rows(targets: list[str], formats: list[str], tps: list[int] | None = N
             for source, up, down, shape in shipped_configs(tag):
                 if tps and shape["tp"] is not None and shape["tp"] not in tps:
                     continue
-                launches, tag = record_layer(fmt, shape, GEMM_TOKENS, up, down)
-                for launch in launches:
-                    if launch.name == "_moe_gemm_kernel":
-                        rows.append(_row(comp, launch, source, fmt, tag, shape, GEMM_TOKENS))
+                # split-K is chosen per launch at run time (experts.split_k): compile both variants
+                for split in (1, 2):
+                    su, sd = (up, down) if split == 1 else (dict(up, SPLIT_K=2), dict(down, SPLIT_K=2))
+                    launches, tag = record_layer(fmt, shape, GEMM_TOKENS, su, sd)
+                    for launch in launches:
+                        if launch.name in ("_moe_gemm_kernel", "_swiglu_sum_kernel"):
+                            rows.append(_row(comp, launch, source, fmt, tag, shape, GEMM_TOKENS))
         for T in ROUTING_TOKENS:  # routing and the top-k sum do not depend on the weight format
             launches, _ = record_layer("bf16", A13B | {"tp": 1}, T, None, None)
             for launch in launches:
@@ -214,8 +218,8 @@ def build_rows(targets: list[str], formats: list[str], tps: list[int] | None = N
 
 def _row(comp: Compiler, launch: _launch.Launch, source: str, fmt: str, tag: str, shape: dict, T: int) -> dict:
     info = comp.compile(launch)
-    tiles = {k: launch.meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "BLOCK_H", "BLOCK_T",
-                                          "BLOCK_E", "BLOCK_S") if k in launch.meta}
+    tiles = {k: launch.meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K", "BLOCK_H",
+                                          "BLOCK_T", "BLOCK_E", "BLOCK_S") if k in launch.meta}
     return dict(target=comp.name, kernel=_role(launch), format=fmt, tag=tag, source=source, tp=shape.get("tp"),
                 E=shape["E"], H=shape["H"], I=shape["I"], T=T, grid=list(launch.grid), tiles=tiles, **info,
                 problems=comp.problems(info))
@@ -239,7 +243,9 @@ def markdown(rows: list[dict], env: dict, fail_on: list[str]) -> str:
              "| key | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in env.items()]
     lines += ["", f"Fails on: {', '.join(fail_on)} (a shipped config that does not compile, spills, or needs more "
               "shared memory than the target). Other targets: for information. One row per distinct compiled "
-              "kernel; `TP` lists the A13B shards (I = 3072/TP) that share it.", ""]
+              "kernel; `TP` lists the A13B shards (I = 3072/TP) that share it. Tiles: BLOCK_M x BLOCK_N x BLOCK_K x "
+              "GROUP_M x SPLIT_K for the GEMMs (split-K is picked per launch at small T; both variants are compiled), "
+              "the launchers' block sizes for the others.", ""]
     cols = ["target", "kernel", "format", "tiles", "warps/stages", "TP", "regs", "stack B", "shared KB", "MMA",
             "fp8 e4m3 MMA", "status"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

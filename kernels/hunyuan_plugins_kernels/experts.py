@@ -23,7 +23,8 @@ Public API:
   ================================  =========================================================
 
 * :func:`fused_experts` -- x [T, H], topk_weights [T, k], topk_ids [T, k] (local ids, -1 = other
-  rank) -> [T, H]: align + 2 grouped GEMMs + top-k reduction (4 launches).
+  rank) -> [T, H]: align (2 launches) + 2 grouped GEMMs + top-k reduction; split-K at small T
+  (too few programs for the SMs) adds one launch that finishes the SwiGLU from fp32 partials.
 * :func:`moe_sum` -- the top-k reduction on its own.
 
 Top-k reduction: the down GEMM writes each slot's weighted row in fp32 and :func:`moe_sum` adds
@@ -36,6 +37,7 @@ instead (one launch less, order-dependent rounding on GPU).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 
@@ -197,12 +199,37 @@ def _tile_config(op: str, w: ExpertWeights, T: int, device: torch.device, given:
     return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def split_k(cfg: dict, programs: int, k: int, device: torch.device, sm_count: int | None = None) -> int:
+    """K splits for one grouped GEMM: the config's ``SPLIT_K`` when it has one; otherwise, on a GPU,
+    the largest power of 2 that keeps the launch within the SMs (programs * split <= SMs) with at
+    least 4 K-steps per split; 1 elsewhere. ``programs`` is the launch's worst-case program count
+    (from shapes: no host sync). An untuned rule, like the default tiles."""
+    if "SPLIT_K" in cfg:
+        return int(cfg["SPLIT_K"])
+    if sm_count is None:
+        if device.type != "cuda":
+            return 1
+        sm_count = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    split, steps = 1, triton.cdiv(k, cfg["BLOCK_K"])
+    while programs * split * 2 <= sm_count and steps // (split * 2) >= 4:
+        split *= 2
+    return split
+
+
 def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cfg: dict, routing: tuple,
                   topk_weights: torch.Tensor, *, n: int, k: int, a_row_div: int, swiglu: bool = False,
-                  mul_routed_weight: bool = False, c_row_div: int = 1, atomic: bool = False) -> None:
+                  mul_routed_weight: bool = False, c_row_div: int = 1, atomic: bool = False,
+                  split: int = 1) -> None:
+    """One grouped GEMM launch. split > 1: c is [split, rows, cols] fp32 partials (see the kernel)."""
     sorted_ids, expert_ids, num_post, num_slots, num_m_blocks = routing
     dummy = sorted_ids  # stands in for absent optional pointers (never dereferenced)
-    grid = (num_m_blocks * triton.cdiv(n, cfg["BLOCK_N"]),)
+    grid = (num_m_blocks * triton.cdiv(n, cfg["BLOCK_N"]), split)
+    c_strides = (c.stride(0), c.stride(1), c.stride(2)) if split > 1 else (0, c.stride(0), c.stride(1))
     launch(
         _k._moe_gemm_kernel, grid, a, b.weight, c,
         b.input_scale if b.input_scale is not None else dummy,
@@ -210,11 +237,11 @@ def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cf
         b.perm if b.perm is not None else dummy,
         topk_weights, sorted_ids, expert_ids, num_post,
         n, k, num_slots, num_m_blocks,
-        a.stride(0), a.stride(1), *b.b_strides(quant), c.stride(0), c.stride(1),
+        a.stride(0), a.stride(1), *b.b_strides(quant), *c_strides,
         *b.s_strides(quant), b.perm.stride(0) if b.perm is not None else 0,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg.get("GROUP_M", 1),
-        QUANT=int(quant), GROUP_N=b.group_n, GROUP_K=b.group_k, EMULATE_CAST=_config.interpreting(),
-        A_ROW_DIV=a_row_div, HAS_PERM=b.perm is not None, SWIGLU=swiglu,
+        SPLIT_K=split, QUANT=int(quant), GROUP_N=b.group_n, GROUP_K=b.group_k,
+        EMULATE_CAST=_config.interpreting(), A_ROW_DIV=a_row_div, HAS_PERM=b.perm is not None, SWIGLU=swiglu,
         MUL_ROUTED_WEIGHT=mul_routed_weight, C_ROW_DIV=c_row_div, ATOMIC=atomic,
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
     )
@@ -222,15 +249,17 @@ def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cf
 
 def moe_sum(y: torch.Tensor, local_ids: torch.Tensor, out_dtype: torch.dtype, *, block_h: int | None = None
             ) -> torch.Tensor:
-    """[T*k, H] per-slot rows -> [T, H]: sum of each token's k rows whose local id is >= 0."""
+    """[T*k, H] (or split-K partials [S, T*k, H]) per-slot rows -> [T, H]: the sum of each token's
+    k rows whose local id is >= 0 (and of their S partials), in a fixed order."""
     T, top_k = local_ids.shape
     H = y.shape[-1]
+    splits, stride_s = (y.shape[0], y.stride(0)) if y.dim() == 3 else (1, 0)
     out = torch.empty(T, H, dtype=out_dtype, device=y.device)
     if T == 0:
         return out
     block_h = block_h or min(triton.next_power_of_2(H), 1024)
     launch(_k._moe_sum_kernel, (T, triton.cdiv(H, block_h)),
-           y, local_ids.contiguous(), out, H, TOP_K=top_k, BLOCK_H=block_h)
+           y, local_ids.contiguous(), out, H, stride_s, TOP_K=top_k, SPLIT_K=splits, BLOCK_H=block_h)
     return out
 
 
@@ -239,9 +268,9 @@ def fused_experts(x: torch.Tensor, w: ExpertWeights, topk_weights: torch.Tensor,
                   ) -> torch.Tensor:
     """Routed-expert SwiGLU MLP of ``hunyuan::moe_experts`` (any weight format) -> [T, H] in x.dtype.
 
-    ``config`` / ``down_config``: tile dicts (BLOCK_M/N/K, GROUP_M, num_warps, num_stages) for the
-    gate/up and down GEMM; default: configs/*.json lookup. Both GEMMs share the token blocks, so
-    the down GEMM always uses the gate/up BLOCK_M.
+    ``config`` / ``down_config``: tile dicts (BLOCK_M/N/K, GROUP_M, num_warps, num_stages, and
+    optionally SPLIT_K; see :func:`split_k`) for the gate/up and down GEMM; default: configs/*.json
+    lookup. Both GEMMs share the token blocks, so the down GEMM always uses the gate/up BLOCK_M.
     """
     _check(x.dim() == 2 and x.dtype in FLOAT_DTYPES, f"x must be [T, H] fp32/fp16/bf16, got {x.dtype} {list(x.shape)}")
     T, H = x.shape
@@ -260,16 +289,30 @@ def fused_experts(x: torch.Tensor, w: ExpertWeights, topk_weights: torch.Tensor,
     ids = topk_ids.to(torch.int32).contiguous()
     weights = topk_weights.float().contiguous()
     sorted_ids, expert_ids, num_post = align_block_size(ids, E, up_cfg["BLOCK_M"])
-    routing = (sorted_ids, expert_ids, num_post, T * top_k, min(expert_ids.numel(), T * top_k))
+    m_blocks = min(expert_ids.numel(), T * top_k)  # at most one non-empty M-block per slot
+    routing = (sorted_ids, expert_ids, num_post, T * top_k, m_blocks)
+    slots, dev = T * top_k, x.device
 
-    inter = torch.empty(T * top_k, I, dtype=x.dtype, device=x.device)
-    _grouped_gemm(x, w.w13, w.quant, inter, up_cfg, routing, weights, n=I, k=H, a_row_div=top_k, swiglu=True)
-    if reduce == "atomic":
-        acc = torch.zeros(T, H, dtype=torch.float32, device=x.device)
-        _grouped_gemm(inter, w.w2, w.quant, acc, down_cfg, routing, weights, n=H, k=I, a_row_div=1,
-                      mul_routed_weight=True, c_row_div=top_k, atomic=True)
+    inter = torch.empty(slots, I, dtype=x.dtype, device=dev)
+    up_split = split_k(up_cfg, m_blocks * triton.cdiv(I, up_cfg["BLOCK_N"]), H, dev)
+    if up_split > 1:  # fp32 gate | up partials, then silu(gate) * up in a fixed order
+        part = torch.empty(up_split, slots, 2 * I, dtype=torch.float32, device=dev)
+        _grouped_gemm(x, w.w13, w.quant, part, up_cfg, routing, weights, n=I, k=H, a_row_div=top_k,
+                      swiglu=True, split=up_split)
+        block_n = min(triton.next_power_of_2(I), 1024)
+        launch(_k._swiglu_sum_kernel, (slots, triton.cdiv(I, block_n)), part, inter, I, part.stride(0),
+               part.stride(1), inter.stride(0), SPLIT_K=up_split, BLOCK_N=block_n)
+    else:
+        _grouped_gemm(x, w.w13, w.quant, inter, up_cfg, routing, weights, n=I, k=H, a_row_div=top_k, swiglu=True)
+
+    down_split = split_k(down_cfg, m_blocks * triton.cdiv(H, down_cfg["BLOCK_N"]), I, dev)
+    if reduce == "atomic":  # partials of every split add into the same fp32 rows
+        acc = torch.zeros(T, H, dtype=torch.float32, device=dev)
+        _grouped_gemm(inter, w.w2, w.quant, acc.unsqueeze(0).expand(down_split, T, H) if down_split > 1 else acc,
+                      down_cfg, routing, weights, n=H, k=I, a_row_div=1, mul_routed_weight=True, c_row_div=top_k,
+                      atomic=True, split=down_split)
         return acc.to(x.dtype)
-    y = torch.empty(T * top_k, H, dtype=torch.float32, device=x.device)
+    y = torch.empty(*((down_split,) if down_split > 1 else ()), slots, H, dtype=torch.float32, device=dev)
     _grouped_gemm(inter, w.w2, w.quant, y, down_cfg, routing, weights, n=H, k=I, a_row_div=1,
-                  mul_routed_weight=True)
+                  mul_routed_weight=True, split=down_split)
     return moe_sum(y, ids, x.dtype)

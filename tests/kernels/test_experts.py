@@ -196,3 +196,51 @@ def test_input_validation():
         fused_experts(activations(4).half().to(DEVICE), w, tw.to(DEVICE), ti.to(DEVICE))  # dtype mismatch
     with pytest.raises(ValueError):
         prepare_dense(w13, w2[:, :, :64])
+
+
+def _format_case(fmt, x, E):
+    """(ExpertWeights on DEVICE, reference output fn(tw, ti)) for one weight format."""
+    w13, w2 = dense_weights(E)
+    if fmt == "fp32":
+        return prepare_dense(w13.to(DEVICE), w2.to(DEVICE)), lambda tw, ti: ref.expert_mlp(x, w13, w2, tw, ti)
+    if fmt == "fp8":
+        args = fp8_per_tensor(w13, w2, x)
+        return (prepare_fp8_per_tensor(*(t.to(DEVICE) for t in args)),
+                lambda tw, ti: ref.expert_mlp_fp8(x, *args, tw, ti))
+    if fmt == "fp8_block":
+        (q13, s13), (q2, s2) = fp8.quantize_block(w13), fp8.quantize_block(w2)
+        return (prepare_fp8_block(*(t.to(DEVICE) for t in (q13, q2, s13, s2))),
+                lambda tw, ti: ref.expert_mlp_fp8_block(x, q13, q2, s13, s2, tw, ti))
+    gate, up, down = gptq_stacks(w13, w2, True)
+    dq13, dq2 = torch.cat([gptq_dequant(gate), gptq_dequant(up)], dim=1), gptq_dequant(down)
+    return (int4_weights(*gptq.int4_expert_layout(_to(gate), _to(up), _to(down))),
+            lambda tw, ti: ref.expert_mlp(x, dq13, dq2, tw, ti))
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp8", "fp8_block", "int4"])
+@pytest.mark.parametrize("split", [2, 3])
+def test_split_k(fmt, split):
+    """Split-K (fp32 partials, SwiGLU / top-k sum finished in a fixed order) == the reference, in
+    every format; split 3 leaves one split without K-steps (its partials are zeros)."""
+    E, T, k = 8, 5, 2
+    x, (tw, ti) = activations(T), routing(T, E, k)
+    w, want = _format_case(fmt, x, E)
+    up, down = tiles(E)
+    tol_ = {"fp32": TOL, "int4": INT4_TOL}.get(fmt, FP8_TOL)[torch.float32]
+    for reduce in ("sum", "atomic"):
+        out = fused_experts(x.to(DEVICE), w, tw.to(DEVICE), ti.to(DEVICE), config=dict(up, SPLIT_K=split),
+                            down_config=dict(down, SPLIT_K=split), reduce=reduce).cpu()
+        assert_close(out, want(tw, ti), tol_, f"{fmt} split {split} {reduce}")
+
+
+def test_split_k_rule():
+    from hunyuan_plugins_kernels.experts import split_k
+    cpu = torch.device("cpu")
+    cfg = {"BLOCK_K": 128}
+    # A13B decode at TP 8: gate/up GEMM = 8 M-blocks x 6 N-blocks on an H100's 132 SMs
+    assert split_k(cfg, 48, 4096, cpu, sm_count=132) == 2
+    assert split_k(cfg, 16, 4096, cpu, sm_count=132) == 8
+    assert split_k(cfg, 512, 4096, cpu, sm_count=132) == 1          # enough programs already
+    assert split_k(cfg, 8, 512, cpu, sm_count=132) == 1             # 4 K-steps: nothing to split
+    assert split_k(dict(cfg, SPLIT_K=3), 512, 4096, cpu, sm_count=132) == 3  # a config's own value wins
+    assert split_k(cfg, 8, 4096, cpu) == 1                          # no GPU: no split

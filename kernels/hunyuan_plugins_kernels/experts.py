@@ -132,15 +132,22 @@ def prepare_dense(w13: torch.Tensor, w2: torch.Tensor) -> ExpertWeights:
 
 
 def _per_tensor(scale: torch.Tensor, name: str) -> torch.Tensor:
-    """Static activation scale: [], [1] or per expert [E] (-> max) as a [1] fp32 tensor."""
+    """Static activation scale: [], [1] (a view when fp32) or per expert [E] (-> max, one reduction)."""
     _check(scale.dim() <= 1, f"{name} must be a scalar or per-expert vector, got {list(scale.shape)}")
+    if scale.numel() == 1:
+        return scale.float().reshape(1)
     return scale.float().amax().reshape(1)
 
 
 def prepare_fp8_per_tensor(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
                            w2_scale: torch.Tensor, a13_scale: torch.Tensor, a2_scale: torch.Tensor
                            ) -> ExpertWeights:
-    """Tencent FP8: w13_scale [E] / [E, 1] (one scale) or [E, 2] (gate, up); w2_scale [E] / [E, 1]."""
+    """Tencent FP8: w13_scale [E] / [E, 1] (one scale) or [E, 2] (gate, up); w2_scale [E] / [E, 1].
+
+    Canonical forms (what a caller should prepare once at load): w13_scale [E, 2] fp32
+    contiguous, w2_scale [E] or [E, 1] fp32, a13/a2_scale [] or [1] fp32. With those nothing is
+    allocated or launched here (the op can run once per forward without rebuilding scales); the
+    other accepted forms cost a small copy or a max-reduction per call."""
     E, H, I = _check_stacks(w13, w2, (torch.float8_e4m3fn,))
     s13 = w13_scale.float().reshape(E, -1)
     _check(s13.shape[1] in (1, 2), f"w13_scale must be [E], [E, 1] or [E, 2], got {list(w13_scale.shape)}")

@@ -244,3 +244,23 @@ def test_split_k_rule():
     assert split_k(cfg, 8, 512, cpu, sm_count=132) == 1             # 4 K-steps: nothing to split
     assert split_k(dict(cfg, SPLIT_K=3), 512, 4096, cpu, sm_count=132) == 3  # a config's own value wins
     assert split_k(cfg, 8, 4096, cpu) == 1                          # no GPU: no split
+
+
+def test_canonical_scales_are_used_in_place():
+    """Scales in the canonical forms (prepared once at load) are not rebuilt per call: the kernel
+    operands are the caller's tensors (same storage), for fp8 per-tensor and int4."""
+    E = 8
+    x = activations(4)
+    w13, w2 = dense_weights(E)
+    q13, q2, s13, s2, a13, a2 = (t.to(DEVICE) for t in fp8_per_tensor(w13, w2, x))
+    s13, s2 = s13.float().reshape(E, -1).expand(E, 2).contiguous(), s2.float().reshape(E)
+    a13, a2 = a13.float().reshape(1), a2.float().reshape(1)
+    w = prepare_fp8_per_tensor(q13, q2, s13, s2, a13, a2)
+    for got, given in ((w.w13.scale, s13), (w.w2.scale, s2), (w.w13.input_scale, a13), (w.w2.input_scale, a2)):
+        assert got.data_ptr() == given.data_ptr()
+    gate, up, down = gptq_stacks(w13, w2, True)
+    layout = gptq.int4_expert_layout(_to(gate), _to(up), _to(down))
+    w4 = int4_weights(*layout)
+    got = (w4.w13.weight, w4.w13.scale, w4.w2.weight, w4.w2.scale, w4.w13.perm, w4.w2.perm)
+    assert all((a is None and b is None) or a.data_ptr() == b.data_ptr() for a, b in zip(got, layout))
+    assert w4.w13.perm is not None  # act order: the permutation is passed through too

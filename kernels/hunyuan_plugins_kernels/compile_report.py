@@ -238,6 +238,21 @@ def static_estimate(H: int, E: int, k: int, I: int) -> list[dict]:
     return out
 
 
+def grouped(rows: list[dict]) -> list[dict]:
+    """One entry per distinct compiled kernel; ``tp`` lists the TP shards (I = 3072/TP) sharing it."""
+    groups: dict = {}
+    for r in rows:
+        key = (r["target"], r["kernel"], r["format"], json.dumps(r["tiles"]), r.get("num_warps"), r.get("num_stages"),
+               r.get("error"), r.get("registers"), r.get("stack"), r.get("shared"), r["source"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        tps = sorted({x["tp"] for x in rs if x["tp"]})
+        out.append(dict({k: v for k, v in rs[0].items() if k not in ("tp", "I", "grid")}, tp=tps,
+                        I=sorted({x["I"] for x in rs}, reverse=True)))
+    return out
+
+
 def markdown(rows: list[dict], env: dict, fail_on: list[str]) -> str:
     lines = ["# Kernel compile report (ahead of time, no GPU)", "",
              "| key | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in env.items()]
@@ -249,15 +264,9 @@ def markdown(rows: list[dict], env: dict, fail_on: list[str]) -> str:
     cols = ["target", "kernel", "format", "tiles", "warps/stages", "TP", "regs", "stack B", "shared KB", "MMA",
             "fp8 e4m3 MMA", "status"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    groups: dict = {}
-    for r in rows:
-        key = (r["target"], r["kernel"], r["format"], json.dumps(r["tiles"]), r.get("num_warps"), r.get("num_stages"),
-               r.get("error"), r.get("registers"), r.get("stack"), r.get("shared"))
-        groups.setdefault(key, []).append(r)
-    for rs in groups.values():
-        r = rs[0]
+    for r in grouped(rows):
         tiles = "x".join(str(v) for v in r["tiles"].values())
-        tps = ",".join(sorted({str(x["tp"]) for x in rs if x["tp"]}, key=int)) or "-"
+        tps = ",".join(str(t) for t in r["tp"]) or "-"
         if "error" in r:
             cells = [tiles, f"{r['num_warps']}/{r['num_stages']}", tps, "-", "-", "-", "-", "-", f"**{r['error']}**"]
         else:
@@ -315,7 +324,8 @@ def main(argv=None) -> int:
     md = markdown(rows, env, args.fail_on)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compile_report.md").write_text(md)
-    (args.out / "compile_report.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
+    (args.out / "compile_report.json").write_text(
+        json.dumps({"environment": env, "kernels": grouped(rows)}, separators=(",", ":")) + "\n")
     print(md)
     failed = [r for r in rows if r["target"] in args.fail_on and r["problems"]]
     for r in failed:

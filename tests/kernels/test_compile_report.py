@@ -19,7 +19,7 @@ def _report(tmp_path, *args, config_dir=None):
     r = subprocess.run([sys.executable, "-m", "hunyuan_plugins_kernels.compile_report", "--targets", "sm_90a",
                         "--tp", "1", "--out", str(tmp_path / "out"), *args],
                        capture_output=True, text=True, env=env, timeout=900)
-    rows = json.loads((tmp_path / "out" / "compile_report.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "out" / "compile_report.json").read_text())["kernels"]
     return r, rows
 
 

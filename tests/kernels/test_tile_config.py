@@ -33,3 +33,18 @@ def test_shipped_defaults_are_marked_untuned():
     assert "not tuned" in rules["_comment"]
     for rule_set in ("gpu", "interpreter"):
         assert rules[rule_set][-1].get("max_m_per_expert") is None  # a catch-all rule ends each list
+
+
+def test_gpu_defaults_per_dtype(monkeypatch):
+    """The GPU rules the compile report asked for: fp8 always 64 rows (e4m3 wgmma on Hopper), fp32's
+    big tile in 2 stages (3 overflow sm_90's shared memory), others vLLM's small-M tiles."""
+    monkeypatch.setattr(_config, "interpreting", lambda: False)
+    _config._load.cache_clear()
+    gpu = torch.device("meta")  # any non-CPU device when not interpreting: the GPU rules
+    for tag in ("fp8_w8a8", "fp8_w8a8_block128"):
+        assert _config.default_config(1, 64, gpu, tag)["BLOCK_M"] == 64
+        assert _config.default_config(4096, 64, gpu, tag)["BLOCK_M"] == 64
+    assert _config.default_config(1, 64, gpu, "bf16")["BLOCK_M"] == 16
+    assert _config.default_config(4096, 64, gpu, "fp32")["num_stages"] == 2
+    assert _config.default_config(4096, 64, gpu, "bf16")["num_stages"] == 3
+    assert "dtypes" not in _config.default_config(1, 64, gpu, "fp8_w8a8")  # rule metadata is not a tile field

@@ -203,6 +203,13 @@ def test_gptq_int4_tp_must_keep_whole_groups(tmp_path, gptq_src):
         run(tmp_path, gptq_src, "int4tp2", tp=2)
 
 
+def test_gptq_per_channel_refused(tmp_path):
+    """group_size -1 once became group_size 0 in hf_quant_config.json (a division by zero in TensorRT-LLM)."""
+    src = make_gptq_contiguous(str(tmp_path / "per-channel"), group_size=-1)
+    with pytest.raises(BuildError, match=r"group_size=-1 \(per-channel GPTQ\)"):
+        run(tmp_path, src, "perchannel")
+
+
 def test_gptq_act_order_refused(tmp_path, tiny):
     with pytest.raises(BuildError, match="desc_act=true"):
         run(tmp_path, tiny("a13b", "tencent", "gptq-int4"), "actorder")

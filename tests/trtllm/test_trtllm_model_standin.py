@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from trtllm_helpers import hf_config
 
+from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import safetensors_files
 from hunyuan_plugins.core.model import KVCache, generate, load_model, prompt_logprobs
 
@@ -73,7 +74,10 @@ def test_cla_halves_kv_cache_and_shares_it(trt_standin, tiny):
     cache = stand_in.new_cache(trt)
     assert cache.k.shape[0] == 2 == KVCache(cfg, 1, 4, torch.float32).k.shape[0]
     stand_in.run_forward(trt, cache, PROMPT, 0, False)
-    assert cache.writes == [2, 2]  # owner and cross layer write identical K/V into the shared slot
+    assert cache.writes == [2, 2]  # owner and cross layer both write into the shared slot ...
+    for slot in cache.written:     # ... and what they write is identical
+        (k_own, v_own), (k_cross, v_cross) = slot
+        assert torch.equal(k_own, k_cross) and torch.equal(v_own, v_cross)
     # a model with a full cache would disagree if the cross layers' K/V were not the owners'
     assert cache.k[:, :len(PROMPT)].abs().sum() > 0
 
@@ -168,3 +172,34 @@ def test_our_expert_ops_inside_trtllm_classes(trt_standin, tiny, monkeypatch):
         assert stand_in.generate(trt, PROMPT, NEW) == tokens
         assert torch.allclose(stand_in.prompt_logprobs(trt, PROMPT + tokens),
                               prompt_logprobs(ref, PROMPT + tokens), atol=1e-4, rtol=0)
+
+
+def test_pipeline_parallel_with_cla_is_refused_at_start_up(trt_standin, tiny):
+    """A CLA model under PP would lose the partner K/V at a stage boundary at run time: refused when
+    the model is built, naming both settings. Models without CLA are not affected."""
+    stand_in, _ = trt_standin
+    with pytest.raises(NotImplementedError, match=r"pp_size=2.*CLA"):
+        build(trt_standin, tiny("large"), mapping=stand_in.Mapping(world_size=2, pp_size=2))
+    build(trt_standin, tiny("a13b"), mapping=stand_in.Mapping(world_size=2, pp_size=2))
+
+
+def test_tp_above_kv_heads_duplicates_kv_weights(trt_standin, tiny):
+    """TP 4 over 2 KV heads (A13B at TP 16 has the same shape of problem): each rank holds one KV
+    head, rank r the head r // 2, as TensorRT-LLM rounds KV heads per rank up. This failed at load
+    before the adapter duplicated the KV weights."""
+    stand_in, _ = trt_standin
+    path = tiny("dense")
+    full = load_weights_dict(path)
+    cfg = HunyuanConfig.from_pretrained(path)
+    d = cfg.head_dim
+    assert cfg.num_kv_heads == 2
+    for rank in range(4):
+        trt = build(trt_standin, path, mapping=stand_in.Mapping(world_size=4, tp_size=4, rank=rank))
+        attn = trt.model.layers[0].self_attn
+        assert attn.num_key_value_heads == 1
+        w = attn.qkv_proj.weight
+        q_rows = w.shape[0] - 2 * d
+        head = rank // 2
+        k = full["model.layers.0.self_attn.k_proj.weight"][head * d:(head + 1) * d]
+        v = full["model.layers.0.self_attn.v_proj.weight"][head * d:(head + 1) * d]
+        assert torch.equal(w[q_rows:q_rows + d], k) and torch.equal(w[q_rows + d:], v)

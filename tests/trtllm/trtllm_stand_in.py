@@ -130,6 +130,7 @@ class KVCacheManager:
         self.k = torch.zeros(num_layers, max_seq_len, num_kv_heads, head_dim, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.writes = [0] * num_layers
+        self.written: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(num_layers)]  # test aid
 
     def get_buffers(self, layer_idx: int):
         if not 0 <= layer_idx < self.num_layers:
@@ -171,8 +172,14 @@ class WeightsLoadingConfig:
 def load_weight_shard(weight, tensor_parallel_size=1, tensor_parallel_rank=0, tensor_parallel_mode=None):
     if tensor_parallel_mode is None or tensor_parallel_size == 1:
         return weight
+    # real (_torch/modules/linear.py, load_weight_shard): COLUMN splits dim 0, ROW dim 1, slices of
+    # ceil(width / tp) (so a tensor narrower than tp rows is not split into whole heads: the caller
+    # must have duplicated it)
     dim = 0 if tensor_parallel_mode == TensorParallelMode.COLUMN else 1
-    return weight.chunk(tensor_parallel_size, dim=dim)[tensor_parallel_rank]
+    width = weight.shape[dim]
+    step = math.ceil(width / tensor_parallel_size)
+    return weight.narrow(dim, min(width, tensor_parallel_rank * step),
+                         max(0, min(step, width - tensor_parallel_rank * step)))
 
 
 def _unpack_w4(weight: torch.Tensor) -> torch.Tensor:
@@ -427,6 +434,8 @@ class TrtllmAttention:
         kc[start:start + T] = k.reshape(T, self.num_kv_heads, d).to(kc.dtype)
         vc[start:start + T] = v.reshape(T, self.num_kv_heads, d).to(vc.dtype)
         metadata.kv_cache_manager.writes[self.layer_idx] += 1
+        metadata.kv_cache_manager.written[self.layer_idx].append(
+            (kc[start:start + T].clone(), vc[start:start + T].clone()))
         S = start + T
         kk = kc[:S].repeat_interleave(self.num_heads // self.num_kv_heads, dim=1).float()
         vv = vc[:S].repeat_interleave(self.num_heads // self.num_kv_heads, dim=1).float()
@@ -457,7 +466,9 @@ class Attention(nn.Module):
             self.head_dim = hidden_size // num_attention_heads
         tp = config.mapping.tp_size
         self.num_heads //= tp
-        self.num_key_value_heads = max(1, self.num_key_value_heads // tp)
+        # real (_torch/modules/attention.py, Attention.__init__): KV heads per rank round *up*, so
+        # tp > num_key_value_heads gives one (duplicated) head per rank; the model duplicates the weights
+        self.num_key_value_heads = math.ceil(self.num_key_value_heads / tp)
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_key_value_heads * self.head_dim
         self.pos_embd_params = pos_embd_params

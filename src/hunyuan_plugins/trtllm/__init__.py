@@ -15,14 +15,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import warnings
 
 from hunyuan_plugins.trtllm.convert import TRTLLM_PINNED_VERSION
 
 __all__ = ["TRTLLM_PINNED_VERSION", "plugin_module_dir", "register", "trtllm_available"]
-
-_register_error: BaseException | None = None
-
 
 def trtllm_available() -> bool:
     if "tensorrt_llm" in sys.modules:
@@ -52,7 +48,10 @@ def register() -> list[str]:
 if trtllm_available() and os.environ.get("HUNYUAN_TRTLLM_NO_REGISTER") != "1":
     try:
         register()
-    except Exception as e:  # noqa: BLE001 - keep the builder importable; register() re-raises
-        _register_error = e
-        warnings.warn(f"hunyuan_plugins.trtllm: registering the model classes with TensorRT-LLM failed: {e!r}",
-                      stacklevel=2)
+    except Exception as e:  # loud: TensorRT-LLM's own classes would then load our checkpoints wrongly
+        raise ImportError(
+            f"hunyuan_plugins.trtllm: TensorRT-LLM is installed, but registering the Hunyuan model classes with it "
+            f"failed ({e!r}). Without them TensorRT-LLM loads Hunyuan checkpoints with its built-in classes, "
+            "which cannot read the tensors hunyuan-trtllm-build writes and have no CLA. This adapter targets "
+            f"tensorrt_llm=={TRTLLM_PINNED_VERSION}; set HUNYUAN_TRTLLM_NO_REGISTER=1 to import only the builder."
+        ) from e

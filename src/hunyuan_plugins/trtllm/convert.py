@@ -127,7 +127,12 @@ def make_plan(ckpt: Checkpoint, tp: int = 1, ep: int = 1, dtype: str = "auto", q
         raise BuildError(f"--ep {ep} does not divide num_experts={cfg.num_experts}")
     group = None
     if quant == "int4":
-        group = spec.group_size if spec.group_size not in (None, -1) else None
+        if spec.group_size in (None, -1, 0):
+            # hf_quant_config.json would need group_size 0, and W4A16_AWQ_LinearMethod divides by it;
+            # per-channel int4 is TensorRT-LLM's WeightOnlyQuantLinearMethod, a layout not written here
+            raise BuildError(f"quantization_config.group_size={spec.group_size} (per-channel GPTQ): TensorRT-LLM's "
+                             "W4A16_AWQ linear needs a positive group size; per-channel int4 is not supported")
+        group = spec.group_size
     for i, layer in enumerate(cfg.layers):
         sizes = [("intermediate size of the dense MLP / shared expert", layer.shared_size, tp)]
         if layer.moe:
@@ -171,7 +176,7 @@ def hf_quant_config(plan: Plan) -> dict | None:
     q: dict = {"quant_algo": "FP8" if plan.quant == "fp8" else "W4A16_AWQ", "kv_cache_quant_algo": None,
                "exclude_modules": exclude_modules(plan.cfg)}
     if plan.quant == "int4":
-        q.update(group_size=plan.group_size or 0, has_zero_point=False, pre_quant_scale=False)
+        q.update(group_size=plan.group_size, has_zero_point=False, pre_quant_scale=False)
     return {"producer": {"name": "hunyuan-plugins", "version": "0.1.0"}, "quantization": q}
 
 

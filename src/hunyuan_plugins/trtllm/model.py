@@ -328,6 +328,27 @@ class HunyuanModel(DecoderModel):
         return self.norm(h)
 
 
+def _duplicate_kv_heads(tensors: dict[str, torch.Tensor], num_kv_heads: int, tp: int) -> dict[str, torch.Tensor]:
+    """tp > num_key_value_heads: TensorRT-LLM gives each rank ceil(kv / tp) = 1 KV head and slices the
+    fused QKV weights by rank, so each KV head's rows are repeated tp / kv times first (as its own
+    models' ``duplicate_kv_weight`` does). Per-head rows: weight / bias / W4A16 scales; per-tensor
+    scales (scalars) are shared and stay as they are."""
+    if tp <= num_kv_heads:
+        return tensors
+    if tp % num_kv_heads:
+        raise ValueError(f"tensor parallel size {tp} is not a multiple of num_key_value_heads={num_kv_heads}")
+    out = {}
+    for name, t in tensors.items():
+        if t.dim() == 0 or t.numel() == 1:
+            out[name] = t
+            continue
+        if t.shape[0] % num_kv_heads:
+            raise ValueError(f"KV tensor '{name}' {list(t.shape)}: dim 0 is not a multiple of {num_kv_heads} heads")
+        out[name] = t.reshape(num_kv_heads, -1, *t.shape[1:]).repeat_interleave(tp // num_kv_heads, dim=0
+                                                                                 ).reshape(-1, *t.shape[1:])
+    return out
+
+
 _EXPERT_NAME = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.(\w+)$")
 _EXPERT_W = {"gate": "w1", "down": "w2", "up": "w3"}
 
@@ -339,6 +360,14 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
         cfg = hunyuan_config(model_config)
         if cfg.architecture != self.ARCH:
             raise ValueError(f"config `architectures` is {cfg.architecture}, but {self.ARCH} was resolved")
+        pp = getattr(model_config.mapping, "pp_size", 1)
+        if cfg.use_cla and pp > 1:
+            # The cross layers read their partner's (k_hat, v) handed over inside HunyuanModel.forward;
+            # a pipeline stage boundary inside a pair would lose it at run time. Refuse at start-up.
+            raise NotImplementedError(
+                f"pipeline parallelism (pp_size={pp}) with CLA (cla_share_factor={cfg.cla_share_factor}) is not "
+                "supported by the TensorRT-LLM adapter: cross layers take their partner layer's K/V in the same "
+                "forward pass; use tensor/expert parallelism for Hunyuan-Large")
         if cfg.num_kv_layers != cfg.num_layers:
             # CLA: the KV-cache manager sizes its pools from get_num_attention_layers(); report the
             # number of KV-cache slots (ModelConfig may be frozen: set on the instance directly).
@@ -351,6 +380,7 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
     def load_weights(self, weights, *args, **kwargs):
         """weights: stored name -> tensor (any Hunyuan dialect; the builder writes canonical names)."""
         cfg = self.hy_config
+        tp = self.model_config.mapping.tp_size
         canon: dict[str, torch.Tensor] = {}
         for name, t in canonical_weights(((k, weights[k]) for k in list(weights.keys())), cfg):
             m = _EXPERT_NAME.match(name)
@@ -376,8 +406,12 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
                 continue
             base = name.rsplit(".", 1)[0]
             if name.endswith("self_attn.qkv_proj"):
-                parts = ["q_proj", "k_proj", "v_proj"] if cfg.owns_kv(int(name.split(".")[2])) else ["q_proj"]
-                module.load_weights(weights=[sub(f"{base}.{p}") for p in parts])
+                if cfg.owns_kv(int(name.split(".")[2])):
+                    q, k, v = (sub(f"{base}.{p}") for p in ("q_proj", "k_proj", "v_proj"))
+                    module.load_weights(weights=[q, _duplicate_kv_heads(k, cfg.num_kv_heads, tp),
+                                                 _duplicate_kv_heads(v, cfg.num_kv_heads, tp)])
+                else:
+                    module.load_weights(weights=[sub(f"{base}.q_proj")])
             elif name.endswith("gate_up_proj"):
                 module.load_weights(weights=[sub(f"{base}.gate_proj"), sub(f"{base}.up_proj")])
             elif name.endswith("mlp.experts"):

@@ -179,6 +179,21 @@ def gptq_src(tmp_path_factory):
     return make_gptq_contiguous(str(tmp_path_factory.mktemp("gptq") / "a13b-gptq-noact"))
 
 
+def trtllm_w4a16_dense(weight, weight_scale):
+    """The dense [out, in] weight TensorRT-LLM's W4A16_AWQ_LinearMethod computes with, from checkpoint
+    tensors, written here from its loader and ModelOpt's packer, not from the builder: the loader
+    takes ``weight.T`` -> (in, out/2) int8 and ``weight_scale.T`` -> (in/G, out); each byte holds
+    output column 2j in its low nibble and 2j+1 in its high nibble, signed two's-complement int4
+    (modelopt/torch/export/quant_utils.py pack_int4_in_uint8, nvidia-modelopt 0.37.0 l.680-721)."""
+    b = weight.T.contiguous().view(torch.uint8).to(torch.int16)      # (in, out/2)
+    lo, hi = b & 0xF, b >> 4
+    cols = torch.empty(b.shape[0], 2 * b.shape[1], dtype=torch.float32)
+    cols[:, 0::2] = (lo - 16 * (lo >= 8)).float()
+    cols[:, 1::2] = (hi - 16 * (hi >= 8)).float()
+    s = weight_scale.T.float()                                       # (in/G, out)
+    return (cols * s.repeat_interleave(cols.shape[0] // s.shape[0], dim=0)).T
+
+
 def test_gptq_int4_to_w4a16_exact(tmp_path, gptq_src):
     _, out = run(tmp_path, gptq_src, "int4", engine_checkpoint=True)
     full = read_dir(os.path.join(out, "pytorch"))
@@ -188,10 +203,13 @@ def test_gptq_int4_to_w4a16_exact(tmp_path, gptq_src):
     assert len(prefixes) > 50
     for p in prefixes:
         w, sc = full[f"{p}.weight"], full[f"{p}.weight_scale"]
-        assert w.dtype == torch.int8 and sc.dtype == torch.float16
-        assert torch.equal(sc, raw[f"{p}.scales"].t())  # GPTQ scales preserved, transposed
         dense = dequantize_gptq(raw[f"{p}.qweight"], raw[f"{p}.qzeros"], raw[f"{p}.scales"], raw[f"{p}.g_idx"])
-        assert torch.equal(dequantize_w4a16(w, sc), dense), p
+        out_f, in_f = dense.shape
+        assert w.dtype == torch.int8 and tuple(w.shape) == (out_f // 2, in_f)  # ModelOpt: packed along out
+        assert sc.dtype == torch.float16 and torch.equal(sc, raw[f"{p}.scales"].t())  # GPTQ scales, transposed
+        assert torch.equal(full[f"{p}.pre_quant_scale"], torch.ones(in_f, dtype=full[f"{p}.pre_quant_scale"].dtype))
+        assert torch.equal(trtllm_w4a16_dense(w, sc), dense), p
+        assert torch.equal(dequantize_w4a16(w, sc), dense), p  # our own inverse agrees
     qc = read_json(os.path.join(out, "pytorch", "hf_quant_config.json"))["quantization"]
     assert qc["quant_algo"] == "W4A16_AWQ" and qc["group_size"] == 128 and qc["has_zero_point"] is False
     assert read_json(os.path.join(out, "engine_checkpoint", "config.json"))["quantization"][

@@ -182,7 +182,11 @@ def load_weight_shard(weight, tensor_parallel_size=1, tensor_parallel_rank=0, te
                          max(0, min(step, width - tensor_parallel_rank * step)))
 
 
-def _unpack_w4(weight: torch.Tensor) -> torch.Tensor:
+def _unpack_w4a16_runtime(weight: torch.Tensor) -> torch.Tensor:
+    """Runtime W4A16 weight (in, out/2) int8 -> int64 (in, out), -8..7: output column 2j in the low
+    nibble, 2j+1 in the high one (ModelOpt's pack_int4_in_uint8, modelopt/torch/export/quant_utils.py
+    l.680-721 in nvidia-modelopt 0.37.0, transposed by the loader). The real loader then runs
+    preprocess_weights_for_mixed_gemm (a CUTLASS-specific interleave, GPU-only): not modelled."""
     b = weight.view(torch.uint8).to(torch.int64)
     s = torch.stack([b & 0xF, (b >> 4) & 0xF], dim=-1).reshape(weight.shape[0], -1)
     return torch.where(s >= 8, s - 16, s)
@@ -210,11 +214,16 @@ class Linear(nn.Module):
         algo = None if quant_config is None else quant_config.quant_algo
         self.algo = algo
         if algo == QuantAlgo.W4A16_AWQ:
+            # real: W4A16_AWQ_LinearMethod.create_weights (_torch/modules/linear.py; see docs/trtllm.md):
+            # weight (in, out/2) int8, weight_scale (in/group, out) in the module dtype, no pre_quant_scale
             g = quant_config.group_size
-            self.weight = nn.Parameter(torch.empty(out_features, in_features // 2, dtype=torch.int8),
+            if in_features % g:
+                raise ValueError(f"in_features {in_features} must be divisible by group_size {g}")
+            self.weight = nn.Parameter(torch.empty(in_features, out_features // 2, dtype=torch.int8),
                                        requires_grad=False)
-            self.weight_scale = nn.Parameter(torch.empty(out_features, in_features // g, dtype=self.dtype),
+            self.weight_scale = nn.Parameter(torch.empty(in_features // g, out_features, dtype=self.dtype),
                                              requires_grad=False)
+            self.pre_quant_scale = None
         elif algo == QuantAlgo.FP8:
             raise NotImplementedError("stand-in: FP8 QDQ Linear is not emulated")
         else:
@@ -234,14 +243,27 @@ class Linear(nn.Module):
                 continue
             parts = [self._shard(w[pname]) for w in weights]
             full = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            if self.algo == QuantAlgo.W4A16_AWQ:
+                full = full.T  # real: the checkpoint holds (out/2, in) and (out, in/group); loaded transposed
             assert tuple(full.shape) == tuple(p.shape), f"{pname}: {tuple(full.shape)} vs {tuple(p.shape)}"
             p.data.copy_(full.to(p.dtype))
+        if self.algo == QuantAlgo.W4A16_AWQ and mode == WeightMode.VANILLA:
+            # real: W4A16_AWQ_LinearMethod.load_weights_vanilla reads it unconditionally (KeyError
+            # without it); the fused QKV / gate-up loaders never read it
+            flip = {TensorParallelMode.COLUMN: TensorParallelMode.ROW,
+                    TensorParallelMode.ROW: TensorParallelMode.COLUMN}.get(self.tp_mode)
+            pqs = weights[0]["pre_quant_scale"]
+            self.pre_quant_scale = nn.Parameter(
+                load_weight_shard(pqs.reshape(1, -1), self.tp_size, self.tp_rank, flip).reshape(-1),
+                requires_grad=False)
 
     def forward(self, input, *, all_reduce_params=None, lora_params=None, layer_idx=None):
         if self.algo == QuantAlgo.W4A16_AWQ:
-            g = self.weight.shape[1] * 2 // self.weight_scale.shape[1]
-            w = (_unpack_w4(self.weight).float() * self.weight_scale.float().repeat_interleave(g, dim=1))
-            return F.linear(input, w.to(input.dtype), self.bias)
+            g = self.weight.shape[0] // self.weight_scale.shape[0]
+            w = _unpack_w4a16_runtime(self.weight).float() * self.weight_scale.float().repeat_interleave(g, dim=0)
+            if self.pre_quant_scale is not None:
+                input = input * self.pre_quant_scale.to(input.dtype)
+            return F.linear(input, w.t().to(input.dtype), self.bias)
         return F.linear(input, self.weight, self.bias)
 
 

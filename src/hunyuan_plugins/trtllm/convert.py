@@ -180,8 +180,18 @@ def hf_quant_config(plan: Plan) -> dict | None:
     return {"producer": {"name": "hunyuan-plugins", "version": "0.1.0"}, "quantization": q}
 
 
-def gptq_to_w4a16(prefix: str, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """GPTQ v1 sym (no act-order) -> W4A16 ``weight`` int8 [out, in/2] + ``weight_scale`` [out, in/G]."""
+def gptq_to_w4a16(prefix: str, t: dict[str, torch.Tensor], act_dtype: torch.dtype = torch.float16
+                  ) -> dict[str, torch.Tensor]:
+    """GPTQ v1 sym (contiguous groups) -> the ModelOpt W4A16 layout TensorRT-LLM's
+    ``W4A16_AWQ_LinearMethod`` loads (docs/trtllm.md, "W4A16 layout"):
+
+    * ``weight`` int8 [out/2, in]: signed int4 (-8..7, two's complement), two output rows per byte,
+      row 2j in the low nibble and row 2j+1 in the high one (ModelOpt's ``pack_int4_in_uint8``);
+      the loader takes ``weight.T`` and preprocesses that for its mixed GEMM;
+    * ``weight_scale`` [out, in/G] fp16 (GPTQ's own scales; the loader transposes them);
+    * ``pre_quant_scale`` [in] = 1 in the activation dtype: the loader of a non-fused linear
+      reads it unconditionally (AWQ's input smoothing; GPTQ has none, so it is the identity).
+    """
     for key in ("qweight", "qzeros", "scales", "g_idx"):
         if key not in t:
             raise BuildError(f"tensor '{prefix}.{key}' is missing (GPTQ needs qweight, qzeros, scales, g_idx)")
@@ -192,21 +202,25 @@ def gptq_to_w4a16(prefix: str, t: dict[str, torch.Tensor]) -> dict[str, torch.Te
     if not bool((zeros == gptq.SYM_ZERO).all()):
         raise BuildError(f"tensor '{prefix}.qzeros': zero points other than {gptq.SYM_ZERO} (asymmetric GPTQ) "
                          "cannot be expressed in TensorRT-LLM's symmetric W4A16 layout")
+    if out_f % 2:
+        raise BuildError(f"tensor '{prefix}.qweight': {out_f} output features; W4A16 packs two rows per byte")
     expect = torch.arange(in_f, dtype=torch.int64) // (in_f // groups)
     if tuple(t["g_idx"].shape) != (in_f,) or not torch.equal(t["g_idx"].to(torch.int64), expect):
         raise BuildError(f"tensor '{prefix}.g_idx' is not the contiguous grouping i // {in_f // groups} "
                          "(act-order GPTQ); TensorRT-LLM's W4A16 layout cannot express it")
     s = (q - gptq.SYM_ZERO).t().contiguous()              # [out, in] signed, -8..7
-    lo, hi = s[:, 0::2] & 0xF, s[:, 1::2] & 0xF
+    lo, hi = s[0::2] & 0xF, s[1::2] & 0xF                 # output rows 2j, 2j+1
     packed = (lo | (hi << 4)).to(torch.uint8).view(torch.int8)
-    return {f"{prefix}.weight": packed.contiguous(), f"{prefix}.weight_scale": t["scales"].t().contiguous()}
+    return {f"{prefix}.weight": packed.contiguous(),
+            f"{prefix}.weight_scale": t["scales"].to(torch.float16).t().contiguous(),
+            f"{prefix}.pre_quant_scale": torch.ones(in_f, dtype=act_dtype)}
 
 
 def unpack_w4a16(weight: torch.Tensor) -> torch.Tensor:
-    """Inverse of the packing in :func:`gptq_to_w4a16`: int8 [out, in/2] -> int64 [out, in] in -8..7."""
+    """Inverse of the packing in :func:`gptq_to_w4a16`: int8 [out/2, in] -> int64 [out, in] in -8..7."""
     b = weight.view(torch.uint8).to(torch.int64)
     lo, hi = b & 0xF, (b >> 4) & 0xF
-    s = torch.stack([lo, hi], dim=-1).reshape(weight.shape[0], -1)
+    s = torch.stack([lo, hi], dim=1).reshape(2 * weight.shape[0], weight.shape[1])
     return torch.where(s >= 8, s - 16, s)
 
 
@@ -232,7 +246,7 @@ def converted_tensors(ckpt: Checkpoint, plan: Plan, on_read=None) -> Iterator[tu
             group = pending.setdefault(prefix, {})
             group[suffix] = t
             if len(group) == 4:
-                yield from gptq_to_w4a16(prefix, pending.pop(prefix)).items()
+                yield from gptq_to_w4a16(prefix, pending.pop(prefix), plan.torch_dtype).items()
         elif t.dtype == torch.float8_e4m3fn or suffix in ("weight_scale", "input_scale"):
             yield name, t.float().reshape(()) if suffix != "weight" else t   # bit-exact; scalars as 0-dim fp32
         elif t.dtype.is_floating_point:
@@ -256,6 +270,9 @@ def shard_rule(name: str, plan: Plan) -> tuple[str, int | None, int, int]:
     kind: 'replicate' | 'col' | 'row' | 'kv'; for experts, parts = moe_tp and the last field is the
     EP rank that owns the expert.
     """
+    if name.endswith(".pre_quant_scale"):  # [in]: split with the input, i.e. only in row-parallel layers
+        kind, _, parts, owner = shard_rule(name[:-len("pre_quant_scale")] + "weight", plan)
+        return ("row", 0, parts, owner) if kind == "row" else ("replicate", None, 1, owner)
     is_scalar_scale = name.endswith(("input_scale",)) or (name.endswith("weight_scale") and plan.quant == "fp8")
     m = _EXPERT.match(name)
     if m:

@@ -90,6 +90,17 @@ class ModelConfig:
     def get_quant_config(self, name: Optional[str] = None) -> QuantConfig:
         return self.quant_config
 
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str, trust_remote_code: bool = True, **kwargs) -> "ModelConfig":
+        """The config half of the real ModelConfig.from_pretrained: load_pretrained_config
+        (_torch/pyexecutor/config_utils.py) is transformers.AutoConfig.from_pretrained, and the model
+        loader passes trust_remote_code=True (ModelLoader._load_and_validate_config). An unregistered
+        model_type without auto_map fails there. (hf_quant_config.json is not read here.)"""
+        import transformers
+
+        pc = transformers.AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=trust_remote_code)
+        return cls(pretrained_config=pc, **kwargs)
+
     def get_num_attention_layers(self) -> int:
         return self.pretrained_config.num_hidden_layers
 

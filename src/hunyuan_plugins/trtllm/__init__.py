@@ -1,8 +1,9 @@
 """TensorRT-LLM adapter (pinned: TensorRT-LLM 1.2.1, PyTorch backend) and engine builder.
 
 * ``import hunyuan_plugins.trtllm`` registers our ``HunYuanMoEV1ForCausalLM``, ``HunYuanForCausalLM``
-  (CLA) and ``HunYuanDenseV1ForCausalLM`` with TensorRT-LLM's ``register_auto_model`` when
-  TensorRT-LLM is installed; then ``LLM(model=...)`` uses them. For ``trtllm-serve`` pass
+  (CLA) and ``HunYuanDenseV1ForCausalLM`` with TensorRT-LLM's ``register_auto_model``, and Tencent's
+  ``model_type: "hunyuan"`` with transformers' ``AutoConfig``, when TensorRT-LLM is installed; then
+  ``LLM(model=...)`` uses them. A registration failure is an ImportError, never a warning. For ``trtllm-serve`` pass
   ``--custom_module_dirs`` :func:`plugin_module_dir` (or use ``hunyuan-trtllm serve``).
 * ``hunyuan-trtllm-build`` (:mod:`hunyuan_plugins.trtllm.build`) converts a checkpoint; it needs
   only torch and safetensors.
@@ -40,6 +41,11 @@ def register() -> list[str]:
         raise ImportError(f"TensorRT-LLM is not installed; hunyuan_plugins.trtllm targets tensorrt_llm=="
                           f"{TRTLLM_PINNED_VERSION} (pip install 'hunyuan-plugins[trtllm]' on a machine with "
                           "access to pypi.nvidia.com)")
+    # Tencent's model_type "hunyuan" (A13B's GitHub config, every Hunyuan-Large config) is unknown to
+    # transformers; TensorRT-LLM loads configs with AutoConfig, so register ours (as for vLLM and SGLang)
+    from hunyuan_plugins import hf_config
+
+    hf_config.register()
     from hunyuan_plugins.trtllm import model
 
     return list(model.REGISTERED)

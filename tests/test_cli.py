@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from hunyuan_plugins.cli import main, tiny_suite
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import Checkpoint
@@ -44,3 +47,17 @@ def test_chat_on_builtin_default(tmp_path):
     assert answer["prompt"] == "<|startoftext|>Hi there<|extra_0|><think>\n\n</think>\n"
     assert 1 <= len(answer["completion_ids"]) <= 6
     assert (tmp_path / "tiny" / "a13b-tencent-bf16" / "config.json").exists()
+
+
+def test_make_tiny_gptq_static_groups(tmp_path):
+    """--static-groups: GPTQ act order whose groups stay contiguous (g_idx = i // group_size)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "static"
+    assert main(["make-tiny", "--format", "gptq-int4", "--static-groups", "--out", str(out)]) == 0
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["desc_act"] is True and qc["static_groups"] is True
+    g_idx = [t for n, t in load_file(str(out / "model.safetensors")).items() if n.endswith(".g_idx")]
+    assert g_idx and all(torch.equal(g.long(), torch.arange(g.numel()) // 128) for g in g_idx)
+    with pytest.raises(ValueError, match="static_groups is a GPTQ option"):
+        main(["make-tiny", "--format", "fp8", "--static-groups", "--out", str(tmp_path / "bad")])

@@ -42,7 +42,8 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SystemExit("make-tiny: give --out DIR (one checkpoint) or --all DIR (the whole suite)")
-    make_tiny(args.out, args.model, args.dialect, args.format, args.size, args.seed, args.shards)
+    make_tiny(args.out, args.model, args.dialect, args.format, args.size, args.seed, args.shards,
+              static_groups=args.static_groups)
     print(f"wrote {args.model}/{args.dialect}/{args.format} ({args.size}) to {args.out}")
     return 0
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shards", type=int, default=1, help="write an index-sharded checkpoint")
+    p.add_argument("--static-groups", action="store_true",
+                   help="gptq-int4 only: act order with static_groups: true (contiguous g_idx)")
     p.add_argument("--out", help="output directory of one checkpoint")
     p.add_argument("--all", metavar="DIR", help="write every model x dialect x format under DIR")
     p.set_defaults(func=cmd_make_tiny)

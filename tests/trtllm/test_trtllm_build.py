@@ -324,3 +324,20 @@ def test_serve_wrapper_without_trtllm(capsys):
 
     assert cli_main(["serve", "some/model"]) == 2
     assert "TensorRT-LLM is not installed" in capsys.readouterr().err
+
+
+def test_gptq_act_order_with_static_groups_is_accepted(tmp_path):
+    """desc_act + static_groups: contiguous groups, which W4A16 expresses exactly (make-tiny writes it)."""
+    from hunyuan_plugins.core.tiny import make_tiny
+
+    src = make_tiny(str(tmp_path / "static"), "a13b", "tencent", "gptq-int4", static_groups=True)
+    qc = read_json(os.path.join(src, "config.json"))["quantization_config"]
+    assert qc["desc_act"] is True and qc["static_groups"] is True
+    _, out = run(tmp_path, src, "static")
+    full = read_dir(os.path.join(out, "pytorch"))
+    raw = dict(Checkpoint(src).iter_tensors())
+    prefixes = [n.rsplit(".", 1)[0] for n in raw if n.endswith(".qweight")]
+    assert prefixes
+    for p in prefixes:
+        dense = dequantize_gptq(raw[f"{p}.qweight"], raw[f"{p}.qzeros"], raw[f"{p}.scales"], raw[f"{p}.g_idx"])
+        assert torch.equal(trtllm_w4a16_dense(full[f"{p}.weight"], full[f"{p}.weight_scale"]), dense), p

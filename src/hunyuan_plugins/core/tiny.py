@@ -66,7 +66,8 @@ SIZES = {
 }
 
 
-def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: str = "tiny") -> dict:
+def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: str = "tiny",
+                static_groups: bool = False) -> dict:
     """config.json of a tiny checkpoint, in the requested dialect."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -115,6 +116,10 @@ def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: s
                    moe_intermediate_size=s.intermediate, use_mixed_mlp_moe=True, moe_layer_num_skipped=0)
     if fmt not in PLAIN_FORMATS:
         cfg["quantization_config"] = quant_formats()[fmt].tiny_spec(_ignored(model)).to_hf()
+    if static_groups:
+        if cfg.get("quantization_config", {}).get("quant_method") != "gptq":
+            raise ValueError(f"static_groups is a GPTQ option; format {fmt!r} is not GPTQ")
+        cfg["quantization_config"]["static_groups"] = True  # act order, groups contiguous (desc_act stays true)
     return cfg
 
 
@@ -200,9 +205,10 @@ def _fuse_engine_style(out: dict[str, torch.Tensor], cfg: HunyuanConfig) -> None
 
 
 def make_tiny(out_dir: str, model: str = "a13b", dialect: str = "tencent", fmt: str = "bf16",
-              size: str = "tiny", seed: int = 0, shards: int = 1) -> str:
-    """Write a tiny checkpoint directory; returns its path."""
-    raw = tiny_config(model, dialect, fmt, size)
+              size: str = "tiny", seed: int = 0, shards: int = 1, static_groups: bool = False) -> str:
+    """Write a tiny checkpoint directory; returns its path. ``static_groups``: GPTQ act order with
+    ``static_groups: true`` (contiguous g_idx, the form TensorRT-LLM's W4A16 layout can express)."""
+    raw = tiny_config(model, dialect, fmt, size, static_groups)
     cfg = HunyuanConfig.from_dict(raw)
     tensors = to_dialect(random_weights(cfg, seed), cfg, dialect, fmt)
     os.makedirs(out_dir, exist_ok=True)

@@ -156,6 +156,7 @@ class QuantSpec:
     group_size: int | None = None
     desc_act: bool = False
     ignored: tuple[str, ...] = DEFAULT_IGNORED
+    static_groups: bool = False  # GPTQ act order with groups fixed before the permutation (contiguous g_idx)
 
     @property
     def format(self) -> QuantFormat:

@@ -134,6 +134,7 @@ def quantize(
     group_size: int = 128,
     desc_act: bool = False,
     perm: Tensor | None = None,
+    static_groups: bool = False,
 ) -> dict[str, Tensor]:
     """Round-to-nearest symmetric 4-bit quantization written in GPTQ v1 layout.
 
@@ -141,6 +142,9 @@ def quantize(
     ``group_size`` (``-1``: a single group). With ``desc_act`` the groups are
     formed along the permutation ``perm`` (default: descending column norm),
     i.e. ``g_idx[perm[j]] = j // group_size``; otherwise ``g_idx[i] = i // group_size``.
+    ``static_groups`` (with ``desc_act``): GPTQ fixes the groups before permuting, so ``g_idx[i] =
+    i // group_size`` although columns were processed in act order (for round-to-nearest the
+    order does not matter: the result equals ``desc_act=False``).
 
     Per (group, output column): ``scale = max|w| / 7`` (rounded to float16, 1.0
     where the group is all zero), ``q = clamp(round(w / scale) + 8, 0, 15)``,
@@ -170,7 +174,9 @@ def quantize(
         raise ValueError("weight contains non-finite values")
 
     # Group assignment of every input row.
-    if desc_act:
+    if desc_act and static_groups:
+        g_idx = torch.arange(in_features) // g
+    elif desc_act:
         if perm is None:
             perm = _default_act_order(w)
         perm = perm.to(torch.int64).flatten()
@@ -347,12 +353,15 @@ class GPTQInt4(QuantFormat):
         desc_act = qc.get("desc_act", False)
         if not isinstance(desc_act, bool):
             raise ValueError(f"quantization_config.desc_act={desc_act!r} is invalid; expected a bool")
-        return {"group_size": group_size, "desc_act": desc_act}
+        static_groups = qc.get("static_groups", False)
+        if not isinstance(static_groups, bool):
+            raise ValueError(f"quantization_config.static_groups={static_groups!r} is invalid; expected a bool")
+        return {"group_size": group_size, "desc_act": desc_act, "static_groups": static_groups}
 
     def to_hf(self, spec: QuantSpec) -> dict[str, Any]:
         cfg = {"bits": BITS, "checkpoint_format": "gptq", "desc_act": spec.desc_act,
                "group_size": 128 if spec.group_size is None else spec.group_size, "quant_method": "gptq",
-               "static_groups": False, "sym": True, "true_sequential": True}
+               "static_groups": spec.static_groups, "sym": True, "true_sequential": True}
         if spec.ignored != DEFAULT_IGNORED:
             # AngelSlim omits this key; write it only when it carries information.
             cfg["modules_to_not_convert"] = list(spec.ignored)
@@ -369,5 +378,5 @@ class GPTQInt4(QuantFormat):
         return dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], tensors["g_idx"], dtype)
 
     def quantize(self, spec: QuantSpec, prefix: str, w: Tensor) -> dict[str, Tensor]:
-        packed = quantize(w, group_size=spec.group_size, desc_act=spec.desc_act)
+        packed = quantize(w, group_size=spec.group_size, desc_act=spec.desc_act, static_groups=spec.static_groups)
         return {f"{prefix}.{k}": v for k, v in packed.items()}

@@ -12,12 +12,15 @@ Tencent FP8, GPTQ-Int4), after the whole checkpoint was validated by
 
    * Tencent FP8 (static per-tensor W8A8) -> ``quant_algo: FP8``. The tensors already have the
      ModelOpt names (``weight`` e4m3, ``weight_scale``, ``input_scale``) and are copied bit-exactly.
-   * GPTQ-Int4 (AutoGPTQ v1, symmetric, no act-order) -> ``quant_algo: W4A16_AWQ`` layout:
-     ``weight`` int8 [out, in/2] holding signed int4 ``q - 8`` (two per byte, even input index in
-     the low nibble) and ``weight_scale`` [out, in/group] (the GPTQ fp16 scales, transposed,
-     unchanged). Dequantisation is bit-identical to the GPTQ formula. Act-order GPTQ
-     (``desc_act: true``) groups non-contiguous input rows, which the W4A16 layout cannot express
-     without permuting activations: refused with an explanation (see docs/trtllm.md).
+   * GPTQ-Int4 (AutoGPTQ v1, symmetric, contiguous groups) -> the ModelOpt ``quant_algo: W4A16_AWQ``
+     layout TensorRT-LLM's ``W4A16_AWQ_LinearMethod`` loads: ``weight`` int8 [out/2, in] holding
+     signed int4 ``q - 8`` packed along the output (row 2j in the low nibble, 2j+1 in the high),
+     ``weight_scale`` [out, in/group] (the GPTQ fp16 scales, transposed, unchanged) and
+     ``pre_quant_scale`` = 1 [in] (read unconditionally by its non-fused loader). Dequantisation is
+     bit-identical to the GPTQ formula. Act order with ``static_groups: true`` keeps contiguous
+     groups and is accepted; plain act order (``desc_act: true``) groups non-contiguous input rows,
+     which the W4A16 layout cannot express without permuting activations: refused with an
+     explanation (see docs/trtllm.md).
 
 2. **TensorRT-engine-backend checkpoint** (TRT-LLM 1.2.x legacy format): ``config.json`` (the
    ``PretrainedConfig`` fields: architecture, dtype, mapping, quantization, plus a ``hunyuan``
@@ -97,11 +100,12 @@ def make_plan(ckpt: Checkpoint, tp: int = 1, ep: int = 1, dtype: str = "auto", q
         raise BuildError(f"--quant {quant}: the checkpoint is quantized as {have} "
                          f"(quantization_config.quant_method={spec.method!r}); pass --quant {have} or omit --quant")
     quant = have
-    if spec is not None and spec.method == "gptq" and spec.desc_act:
+    if spec is not None and spec.method == "gptq" and spec.desc_act and not spec.static_groups:
         raise BuildError(
             "quantization_config.desc_act=true (act-order GPTQ): its groups are non-contiguous sets of input rows, "
             "which TensorRT-LLM's W4A16 layout (contiguous groups along the input, no activation permutation) cannot "
-            "represent exactly. Re-export with desc_act=false, or serve this checkpoint with vLLM/SGLang.")
+            "represent exactly. Re-export with desc_act=false or static_groups=true, or serve this checkpoint with "
+            "vLLM/SGLang.")
     if dtype == "auto":
         dtype = cfg.torch_dtype if cfg.torch_dtype in DTYPES else "bfloat16"
     if dtype not in DTYPES:

@@ -63,8 +63,10 @@ def test_cla_halves_kv_cache_and_shares_it(trt_standin, tiny):
     trt = build(trt_standin, path)
     cfg = trt.hy_config
     assert cfg.num_layers == 4 and cfg.num_kv_layers == 2
-    assert trt.model_config.get_num_attention_layers() == 2
-    assert [layer.self_attn.layer_idx for layer in trt.model.layers] == [0, 0, 1, 1]
+    # the real KV-cache creator reads num_hidden_layers and num_key_value_heads (a per-layer list,
+    # None = no pool): cross layers get none and use their partner's pool
+    assert trt.model_config.pretrained_config.num_key_value_heads == [cfg.num_kv_heads, None] * 2
+    assert [layer.self_attn.layer_idx for layer in trt.model.layers] == [0, 0, 2, 2]
     # cross layers have a query projection only, each layer keeps its own key norm
     for i, layer in enumerate(trt.model.layers):
         assert layer.self_attn.qkv_proj.weight.shape[0] == (cfg.q_size + 2 * cfg.kv_size if i % 2 == 0 else cfg.q_size)
@@ -72,14 +74,17 @@ def test_cla_halves_kv_cache_and_shares_it(trt_standin, tiny):
     k1 = trt.model.layers[1].self_attn.key_layernorm.weight
     assert not torch.equal(k0, k1)
     cache = stand_in.new_cache(trt)
-    assert cache.k.shape[0] == 2 == KVCache(cfg, 1, 4, torch.float32).k.shape[0]
+    assert cache.num_kv_heads_per_layer == [cfg.num_kv_heads, 0, cfg.num_kv_heads, 0]
+    full = stand_in.new_cache(build(trt_standin, tiny("a13b")))  # same attention shapes, no CLA
+    assert cache.num_elements * 2 == full.num_elements  # half the KV memory
+    assert KVCache(cfg, 1, 4, torch.float32).k.shape[0] == 2  # as the reference core
     stand_in.run_forward(trt, cache, PROMPT, 0, False)
-    assert cache.writes == [2, 2]  # owner and cross layer both write into the shared slot ...
-    for slot in cache.written:     # ... and what they write is identical
+    assert cache.writes == [2, 0, 2, 0]  # owner and cross layer both write into the owner's pool ...
+    for slot in (cache.written[0], cache.written[2]):  # ... and what they write is identical
         (k_own, v_own), (k_cross, v_cross) = slot
         assert torch.equal(k_own, k_cross) and torch.equal(v_own, v_cross)
     # a model with a full cache would disagree if the cross layers' K/V were not the owners'
-    assert cache.k[:, :len(PROMPT)].abs().sum() > 0
+    assert cache.k[0][:len(PROMPT)].abs().sum() > 0
 
 
 def test_cla_without_partner_kv_fails_loudly(trt_standin, tiny):

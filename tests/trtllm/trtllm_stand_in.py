@@ -8,7 +8,7 @@ constructor and forward signatures follow the 1.2.x source (keyword-only ``Atten
 model_config, ...)`` with VANILLA ``E.w1/w2/w3`` expert weights, ``RopeParams``/``RotaryEmbedding``,
 ``DecoderModelForCausalLM(model, *, config, hidden_size, vocab_size)``, ``register_auto_model``).
 The attention backend is a per-layer-slot contiguous KV cache, single sequence; the "executor"
-(:func:`run_forward`) sizes the cache from ``model_config.get_num_attention_layers()`` like
+(:func:`run_forward`) sizes the cache from ``num_hidden_layers`` / ``num_key_value_heads`` like
 TensorRT-LLM's KV-cache creator. Nothing here says anything about TensorRT-LLM's kernels.
 Only TP size 1 is exercised by the forward tests (sharding code is exercised by load_weights).
 """
@@ -134,18 +134,30 @@ class PositionalEmbeddingParams:
 
 
 class KVCacheManager:
-    """Stand-in cache: one K and one V buffer per attention layer slot (num_layers slots)."""
+    """Stand-in cache, sized like the real KVCacheManager (_torch/pyexecutor/resource_manager.py, per the
+    source read for docs/trtllm.md): ``num_layers`` layers, ``num_kv_heads`` an int or a per-layer list
+    in which ``None`` gives that layer 0 heads (no pool); heads per rank round up over tp."""
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_seq_len: int, dtype: torch.dtype):
+    def __init__(self, num_layers: int, num_kv_heads, head_dim: int, max_seq_len: int, dtype: torch.dtype,
+                 tp_size: int = 1):
         self.num_layers = num_layers
-        self.k = torch.zeros(num_layers, max_seq_len, num_kv_heads, head_dim, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        heads = num_kv_heads if isinstance(num_kv_heads, list) else [num_kv_heads] * num_layers
+        assert len(heads) == num_layers, f"num_kv_heads list has {len(heads)} entries for {num_layers} layers"
+        self.num_kv_heads_per_layer = [0 if h is None else (h + tp_size - 1) // tp_size for h in heads]
+        self.k = [torch.zeros(max_seq_len, h, head_dim, dtype=dtype) if h else None
+                  for h in self.num_kv_heads_per_layer]
+        self.v = [torch.zeros_like(k) if k is not None else None for k in self.k]
         self.writes = [0] * num_layers
         self.written: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(num_layers)]  # test aid
 
+    @property
+    def num_elements(self) -> int:
+        return sum(2 * k.numel() for k in self.k if k is not None)
+
     def get_buffers(self, layer_idx: int):
-        if not 0 <= layer_idx < self.num_layers:
-            raise IndexError(f"layer_idx {layer_idx} has no KV-cache pool ({self.num_layers} allocated)")
+        if not 0 <= layer_idx < self.num_layers or self.k[layer_idx] is None:
+            raise IndexError(f"layer_idx {layer_idx} has no KV-cache pool (heads per layer: "
+                             f"{self.num_kv_heads_per_layer})")
         return self.k[layer_idx], self.v[layer_idx]
 
 
@@ -672,12 +684,17 @@ def uninstall() -> None:
 # ---------------------------------------------------------------- the executor's part
 @torch.no_grad()
 def new_cache(model) -> KVCacheManager:
-    """Allocate the KV cache as TensorRT-LLM's creator does: get_num_attention_layers() pools."""
+    """Allocate the KV cache as the real KvCacheCreator._create_kv_cache_manager does (non-MLA,
+    non-hybrid branch, _torch/pyexecutor/_util.py): num_layers = pretrained_config.num_hidden_layers,
+    num_kv_heads = pretrained_config.num_key_value_heads (int or per-layer list), head_dim from the
+    config. It does not call ModelConfig.get_num_attention_layers()."""
     mc = model.model_config
     pc = mc.pretrained_config
-    head_dim = getattr(pc, "head_dim", None) or pc.hidden_size // pc.num_attention_heads
-    return KVCacheManager(mc.get_num_attention_layers(), pc.num_key_value_heads, head_dim, 256,
-                          model.model.embed_tokens.weight.dtype)
+    head_dim = getattr(pc, "head_dim", None)
+    if not isinstance(head_dim, int):
+        head_dim = pc.hidden_size // pc.num_attention_heads
+    return KVCacheManager(pc.num_hidden_layers, getattr(pc, "num_key_value_heads", pc.num_attention_heads), head_dim,
+                          256, model.model.embed_tokens.weight.dtype, mc.mapping.tp_size)
 
 
 @torch.no_grad()

@@ -24,9 +24,11 @@ What is ours:
   k_hat = k / rms(k) and every layer folds its own ``key_layernorm`` weight into its query
   (docs/architecture.md; ``core.model.fold_key_norm``). A cross layer's ``Attention`` is built with the *KV-cache
   slot* of its partner as ``layer_idx`` and receives the partner's (k_hat, v) of the same step, so it
-  writes identical values into the shared slot and attends over the shared cache. Attention layer
-  indices are KV-cache slots 0..num_kv_layers-1, and ``model_config.get_num_attention_layers()``
-  reports num_kv_layers, so the KV-cache manager allocates half the layers.
+  writes identical values into the shared pool and attends over it. A cross layer's attention
+  ``layer_idx`` is its partner's layer index, and ``pretrained_config.num_key_value_heads`` becomes
+  a per-layer list with ``None`` for cross layers, which TensorRT-LLM's KV-cache creator (it reads
+  ``num_hidden_layers`` and ``num_key_value_heads``, no model hook) turns into no pool for them:
+  half the KV-cache memory.
 * GPTQ-Int4 routed experts: TensorRT-LLM 1.2.1's fused MoE has no W4A16 path, so int4 MoE layers
   use ``hunyuan_plugins.ops`` (``hunyuan::moe_route`` + ``hunyuan::moe_experts_int4``) instead of
   ``create_moe`` (TP/EP = 1 only). ``HUNYUAN_TRTLLM_MOE=hunyuan`` routes unquantized experts through
@@ -108,7 +110,8 @@ class HunyuanAttention(Attention):
                                                       is_neox=True),
             # QK-norm comes after RoPE, and CLA cross layers receive already-rotated keys: unfused RoPE.
             rope_fusion=not (cfg.use_qk_norm or cfg.use_cla),
-            layer_idx=cfg.kv_slot(layer_idx),  # the KV-cache slot TensorRT-LLM's cache manager sees
+            # CLA: a cross layer uses its partner's KV-cache pool (the partner's layer index; its own has none)
+            layer_idx=cfg.layers[layer_idx].kv_source,
             dtype=dtype,
             config=model_config,
         )
@@ -369,10 +372,11 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
                 "supported by the TensorRT-LLM adapter: cross layers take their partner layer's K/V in the same "
                 "forward pass; use tensor/expert parallelism for Hunyuan-Large")
         if cfg.num_kv_layers != cfg.num_layers:
-            # CLA: the KV-cache manager sizes its pools from get_num_attention_layers(); report the
-            # number of KV-cache slots (ModelConfig may be frozen: set on the instance directly).
-            n = cfg.num_kv_layers
-            object.__setattr__(model_config, "get_num_attention_layers", lambda: n)
+            # CLA: TensorRT-LLM's KV-cache creator sizes the cache from pretrained_config.num_hidden_layers
+            # and num_key_value_heads, which may be a per-layer list where None means no pool for that
+            # layer (no model hook exists). Cross layers get None: they attend over their partner's pool.
+            model_config.pretrained_config.num_key_value_heads = [
+                cfg.num_kv_heads if cfg.owns_kv(i) else None for i in range(cfg.num_layers)]
         super().__init__(HunyuanModel(model_config, cfg), config=model_config, hidden_size=cfg.hidden_size,
                          vocab_size=cfg.vocab_size)
         self.hy_config = cfg

@@ -44,7 +44,10 @@ def trt_standin():
 
     stand_in.install()
     sys.modules.pop("hunyuan_plugins.trtllm.model", None)
-    model = importlib.import_module("hunyuan_plugins.trtllm.model")
+    # what the adapter's import does when TensorRT-LLM is present (it may have been imported earlier
+    # in the session without one): register the config dialect and the model classes
+    importlib.import_module("hunyuan_plugins.trtllm").register()
+    model = sys.modules["hunyuan_plugins.trtllm.model"]
     yield stand_in, model
     sys.modules.pop("hunyuan_plugins.trtllm.model", None)
     stand_in.uninstall()

@@ -151,12 +151,22 @@ def test_gptq_int4_w4a16_and_our_int4_experts(trt_standin, tmp_path):
     from hunyuan_plugins.trtllm.build import build as trt_build
 
     stand_in, mod = trt_standin
-    src = make_gptq_contiguous(str(tmp_path / "gptq"))
+    # one extra module left in full precision by the quantizer: the builder's exclude_modules must
+    # make TensorRT-LLM's post-construction step leave exactly that Linear unquantized
+    src = make_gptq_contiguous(str(tmp_path / "gptq"),
+                               extra_ignored=["model.layers.0.self_attn.o_proj"])
     trt_build(src, str(tmp_path / "out"), progress=False)
-    qc = stand_in.QuantConfig(quant_algo=stand_in.QuantAlgo.W4A16_AWQ, group_size=128)
-    trt = build(trt_standin, str(tmp_path / "out" / "pytorch"), quant_config=qc)
+    # the quant config comes from the builder's hf_quant_config.json, read as TensorRT-LLM reads it
+    mc = stand_in.ModelConfig.from_pretrained(str(tmp_path / "out" / "pytorch"))
+    assert mc.quant_config.quant_algo == stand_in.QuantAlgo.W4A16_AWQ and mc.quant_config.group_size == 128
+    mc.pretrained_config.torch_dtype = torch.float32
+    trt = stand_in.AutoModelForCausalLM.from_config(mc)
+    trt.load_weights(load_weights_dict(str(tmp_path / "out" / "pytorch")))
+    trt.eval()
     assert isinstance(trt.model.layers[0].mlp.experts, mod.HunyuanInt4Experts)
     assert trt.model.layers[0].self_attn.qkv_proj.weight.dtype == torch.int8
+    assert trt.model.layers[1].self_attn.o_proj.weight.dtype == torch.int8
+    assert trt.model.layers[0].self_attn.o_proj.weight.dtype.is_floating_point  # excluded
     ref = load_model(src, torch.float32)
     tokens = generate(ref, PROMPT, 3)
     assert stand_in.generate(trt, PROMPT, 3) == tokens

@@ -24,12 +24,17 @@ def hf_config(path: str, dtype: str = "float32"):
     return pc
 
 
-def make_gptq_contiguous(out_dir, model="a13b", group_size=None):
-    """A GPTQ-Int4 tiny checkpoint without act-order (the tiny fixture uses desc_act=true)."""
+def make_gptq_contiguous(out_dir, model="a13b", group_size=None, extra_ignored=()):
+    """A GPTQ-Int4 tiny checkpoint without act-order (the tiny fixture uses desc_act=true);
+    ``extra_ignored``: more modules the quantizer leaves in full precision."""
     raw = tiny_config(model, "tencent", "gptq-int4")
     raw["quantization_config"]["desc_act"] = False
     if group_size is not None:
         raw["quantization_config"]["group_size"] = group_size
+    if extra_ignored:
+        qc = raw["quantization_config"]
+        qc["modules_to_not_convert"] = list(qc.get("modules_to_not_convert", ["lm_head", "mlp.gate.wg"])) + list(
+            extra_ignored)
     cfg = HunyuanConfig.from_dict(raw)
     tensors = to_dialect(random_weights(cfg, 0), cfg, "tencent", "gptq-int4")
     os.makedirs(out_dir, exist_ok=True)

@@ -95,10 +95,22 @@ class ModelConfig:
         """The config half of the real ModelConfig.from_pretrained: load_pretrained_config
         (_torch/pyexecutor/config_utils.py) is transformers.AutoConfig.from_pretrained, and the model
         loader passes trust_remote_code=True (ModelLoader._load_and_validate_config). An unregistered
-        model_type without auto_map fails there. (hf_quant_config.json is not read here.)"""
+        model_type without auto_map fails there. A ModelOpt ``hf_quant_config.json`` is read as
+        load_modelopt_quant_config does (its ``quantization`` section: quant_algo, group_size,
+        exclude_modules); it takes precedence over config.json's quantization_config."""
+        import json
+        import os
+
         import transformers
 
         pc = transformers.AutoConfig.from_pretrained(checkpoint_dir, trust_remote_code=trust_remote_code)
+        qfile = os.path.join(checkpoint_dir, "hf_quant_config.json")
+        if os.path.isfile(qfile) and "quant_config" not in kwargs:
+            with open(qfile) as f:
+                q = json.load(f)["quantization"]
+            kwargs["quant_config"] = QuantConfig(
+                quant_algo=QuantAlgo(q["quant_algo"]) if q.get("quant_algo") else None,
+                group_size=q.get("group_size", 128), exclude_modules=q.get("exclude_modules"))
         return cls(pretrained_config=pc, **kwargs)
 
     def get_num_attention_layers(self) -> int:
@@ -234,6 +246,19 @@ class Linear(nn.Module):
         self.dtype = dtype or torch.float32
         self.weights_loading_config = weights_loading_config or WeightsLoadingConfig()
         self.quant_config = quant_config
+        self._local = (in_features, out_features, bias)
+        self._weights_created = False
+        # real: with skip_create_weights_in_init the model's __post_init__ applies the quantization
+        # exclusions first and then calls create_weights() (modeling_utils.py); see AutoModelForCausalLM
+        if not skip_create_weights_in_init:
+            self.create_weights()
+
+    def create_weights(self):
+        if self._weights_created:
+            return
+        self._weights_created = True
+        in_features, out_features, bias = self._local
+        quant_config = self.quant_config
         algo = None if quant_config is None else quant_config.quant_algo
         self.algo = algo
         if algo == QuantAlgo.W4A16_AWQ:
@@ -344,9 +369,11 @@ class GatedMLP(nn.Module):
                                    tensor_parallel_mode=TensorParallelMode.COLUMN,
                                    quant_config=config.get_quant_config(),
                                    weights_loading_config=WeightsLoadingConfig(
-                                       weight_mode=WeightMode.FUSED_GATE_UP_LINEAR))
+                                       weight_mode=WeightMode.FUSED_GATE_UP_LINEAR),
+                                   skip_create_weights_in_init=config.skip_create_weights_in_init)
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype, mapping=config.mapping,
-                                tensor_parallel_mode=TensorParallelMode.ROW, quant_config=config.get_quant_config())
+                                tensor_parallel_mode=TensorParallelMode.ROW, quant_config=config.get_quant_config(),
+                                skip_create_weights_in_init=config.skip_create_weights_in_init)
 
     def forward(self, x, all_rank_num_tokens=None, final_all_reduce_params=None, lora_params=None, **kwargs):
         h = self.gate_up_proj(x)
@@ -521,10 +548,12 @@ class Attention(nn.Module):
         self.qkv_proj = Linear(hidden_size, tp * self.q_size + 2 * tp * self.kv_size, bias=bias, dtype=dtype,
                                mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.COLUMN,
                                weights_loading_config=WeightsLoadingConfig(weight_mode=WeightMode.FUSED_QKV_LINEAR),
-                               quant_config=config.get_quant_config())
+                               quant_config=config.get_quant_config(),
+                               skip_create_weights_in_init=config.skip_create_weights_in_init)
         self.o_proj = Linear(tp * self.q_size, hidden_size, bias=bool(dense_bias), dtype=dtype,
                              mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.ROW,
-                             quant_config=config.get_quant_config())
+                             quant_config=config.get_quant_config(),
+                             skip_create_weights_in_init=config.skip_create_weights_in_init)
         rope = None
         if pos_embd_params is not None:
             rope = RotaryEmbedding(pos_embd_params.rope, head_dim=self.head_dim, is_neox=pos_embd_params.is_neox)
@@ -616,13 +645,32 @@ class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig]):
         return self.logits_processor.forward(h, self.lm_head, attn_metadata, return_context_logits)
 
 
+def post_init(model: nn.Module, config: ModelConfig) -> None:
+    """The real post-construction step (DecoderModelForCausalLM.__post_init__, modeling_utils.py):
+    modules matching ``quant_config.exclude_modules`` (fnmatch on the module name) lose their
+    quantization, then every module's weights are created (create_weights)."""
+    import fnmatch
+
+    patterns = (config.quant_config.exclude_modules or []) if config.quant_config else []
+    for name, module in model.named_modules():
+        if patterns and hasattr(module, "quant_config") and any(fnmatch.fnmatch(name, p) for p in patterns):
+            module.quant_config = None
+    for module in model.modules():
+        if hasattr(module, "create_weights"):
+            module.create_weights()
+
+
 class AutoModelForCausalLM:
     @staticmethod
     def from_config(config: ModelConfig):
         arch = config.pretrained_config.architectures[0]
         if arch not in MODEL_CLASS_MAPPING:
             raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {arch}")
-        return MODEL_CLASS_MAPPING[arch](config)
+        # real (modeling_auto.py): weights are created after construction, for DecoderModelForCausalLM
+        config.skip_create_weights_in_init = True
+        model = MODEL_CLASS_MAPPING[arch](config)
+        post_init(model, config)
+        return model
 
 
 # ---------------------------------------------------------------- installing under the real paths

@@ -1,5 +1,11 @@
 """TEST-ONLY stand-in for the part of TensorRT-LLM 1.2.1's API our model classes use. NOT TensorRT-LLM.
 
+Sources: every class/function below carries "# follows: <file>" of TensorRT-LLM it mimics. The
+v1.2.1 tag could not be read here (snapshot too large to fetch, PyPI stub, no stored file version at
+the 1.2.1 commits); the files were read in the code index's stored v1.2-era versions, so no tag line
+numbers can be given. docs/trtllm.md ("Checked against source, or assumed") lists what is read and
+what is assumed.
+
 TensorRT-LLM cannot be installed on our machines, so `install()` puts pure-torch modules under the
 real module paths (``tensorrt_llm._torch.modules.attention`` ...) into ``sys.modules``. Names,
 constructor and forward signatures follow the 1.2.x source (keyword-only ``Attention.__init__``,
@@ -30,6 +36,7 @@ STAND_IN = True
 
 
 # ---------------------------------------------------------------- tensorrt_llm.functional / mapping
+# follows: tensorrt_llm/functional.py (PositionEmbeddingType)
 class PositionEmbeddingType(enum.IntEnum):
     learned_absolute = 0
     rope_gptj = 1
@@ -45,6 +52,7 @@ class PositionEmbeddingType(enum.IntEnum):
 
 
 @dataclasses.dataclass
+# follows: tensorrt_llm/mapping.py (Mapping; only the fields the adapter reads)
 class Mapping:
     world_size: int = 1
     rank: int = 0
@@ -64,12 +72,14 @@ class Mapping:
 
 
 # ---------------------------------------------------------------- quantization
+# follows: tensorrt_llm/quantization/mode.py (QuantAlgo; the two algos the builder writes)
 class QuantAlgo(str, enum.Enum):
     FP8 = "FP8"
     W4A16_AWQ = "W4A16_AWQ"
 
 
 @dataclasses.dataclass
+# follows: tensorrt_llm/models/modeling_utils.py (QuantConfig)
 class QuantConfig:
     quant_algo: Optional[QuantAlgo] = None
     kv_cache_quant_algo: Optional[QuantAlgo] = None
@@ -79,6 +89,7 @@ class QuantConfig:
 
 # ---------------------------------------------------------------- _torch.model_config
 @dataclasses.dataclass(kw_only=True)
+# follows: tensorrt_llm/_torch/model_config.py (ModelConfig)
 class ModelConfig:
     pretrained_config: Optional[object] = None
     mapping: Mapping = dataclasses.field(default_factory=Mapping)
@@ -118,12 +129,15 @@ class ModelConfig:
 
 
 # ---------------------------------------------------------------- attention_backend.interface
+# follows: tensorrt_llm/_torch/attention_backend/interface.py
 class PredefinedAttentionMask(str, enum.Enum):
     CAUSAL = "causal"
     FULL = "full"
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
+# follows: tensorrt_llm/_torch/attention_backend/interface.py (RopeParams). Analytic table, no
+# max_positions bound: assumed equivalent below max_position_embeddings
 class RopeParams:
     dim: int = 0
     theta: float = 10000.0
@@ -138,6 +152,7 @@ class RopeParams:
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
+# follows: tensorrt_llm/_torch/attention_backend/interface.py
 class PositionalEmbeddingParams:
     type: PositionEmbeddingType
     embedder: Optional[object] = None
@@ -145,6 +160,7 @@ class PositionalEmbeddingParams:
     is_neox: bool = True
 
 
+# follows: tensorrt_llm/_torch/pyexecutor/resource_manager.py (KVCacheManager sizing)
 class KVCacheManager:
     """Stand-in cache, sized like the real KVCacheManager (_torch/pyexecutor/resource_manager.py, per the
     source read for docs/trtllm.md): ``num_layers`` layers, ``num_kv_heads`` an int or a per-layer list
@@ -174,6 +190,7 @@ class KVCacheManager:
 
 
 @dataclasses.dataclass(kw_only=True)
+# follows: tensorrt_llm/_torch/attention_backend/interface.py (single sequence only: assumed)
 class AttentionMetadata:
     max_num_requests: int = 1
     num_contexts: int = 1
@@ -188,11 +205,13 @@ class AttentionMetadata:
 
 
 # ---------------------------------------------------------------- modules.linear
+# follows: tensorrt_llm/_torch/modules/linear.py
 class TensorParallelMode(str, enum.Enum):
     COLUMN = "column"
     ROW = "row"
 
 
+# follows: tensorrt_llm/_torch/modules/linear.py
 class WeightMode(str, enum.Enum):
     VANILLA = "vanilla"
     FUSED_QKV_LINEAR = "fused_qkv_linear"
@@ -200,6 +219,7 @@ class WeightMode(str, enum.Enum):
 
 
 @dataclasses.dataclass(kw_only=True)
+# follows: tensorrt_llm/_torch/modules/linear.py
 class WeightsLoadingConfig:
     weight_mode: WeightMode = WeightMode.VANILLA
 
@@ -227,6 +247,8 @@ def _unpack_w4a16_runtime(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(s >= 8, s - 16, s)
 
 
+# follows: tensorrt_llm/_torch/modules/linear.py (Linear + UnquantizedLinearMethod /
+# W4A16_AWQ_LinearMethod; FP8QDQLinearMethod not modelled)
 class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = None,
                  mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
@@ -316,6 +338,7 @@ class Linear(nn.Module):
 
 
 # ---------------------------------------------------------------- modules.rms_norm / embedding
+# follows: tensorrt_llm/_torch/modules/rms_norm.py
 class RMSNorm(nn.Module):
     def __init__(self, *, hidden_size: int, eps: float, dtype: Optional[torch.dtype] = None, device=None,
                  has_weights: bool = True, use_gemma: bool = False):
@@ -330,6 +353,7 @@ class RMSNorm(nn.Module):
         return out if residual is None else (out, residual)
 
 
+# follows: tensorrt_llm/_torch/modules/embedding.py (LMHead; never quantized here: assumed)
 class LMHead(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype = None,
                  mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
@@ -351,12 +375,14 @@ class LMHead(nn.Module):
         return F.linear(input, self.weight)
 
 
+# follows: tensorrt_llm/_torch/modules/embedding.py
 class Embedding(LMHead):
     def forward(self, input):
         return F.embedding(input, self.weight)
 
 
 # ---------------------------------------------------------------- modules.gated_mlp
+# follows: tensorrt_llm/_torch/modules/gated_mlp.py
 class GatedMLP(nn.Module):
     def __init__(self, *, hidden_size: int, intermediate_size: int, bias: bool, activation=F.silu,
                  dtype: Optional[torch.dtype] = None, config: Optional[ModelConfig] = None,
@@ -382,6 +408,7 @@ class GatedMLP(nn.Module):
 
 
 # ---------------------------------------------------------------- modules.fused_moe
+# follows: tensorrt_llm/_torch/modules/fused_moe/routing.py
 class BaseMoeRoutingMethod(nn.Module):
     def apply(self, router_logits):
         raise NotImplementedError
@@ -391,6 +418,7 @@ class BaseMoeRoutingMethod(nn.Module):
         return self.top_k
 
 
+# follows: tensorrt_llm/_torch/modules/fused_moe/routing.py
 class DefaultMoeRoutingMethod(BaseMoeRoutingMethod):
     """softmax -> top-k (no renormalisation)."""
 
@@ -403,6 +431,7 @@ class DefaultMoeRoutingMethod(BaseMoeRoutingMethod):
         return i.to(torch.int32), v
 
 
+# follows: tensorrt_llm/_torch/modules/fused_moe/routing.py
 class RenormalizeMoeRoutingMethod(BaseMoeRoutingMethod):
     """top-k on logits -> softmax over the k (= softmax, top-k, renormalise)."""
 
@@ -415,11 +444,13 @@ class RenormalizeMoeRoutingMethod(BaseMoeRoutingMethod):
         return i.to(torch.int32), F.softmax(v.float(), dim=-1)
 
 
+# follows: tensorrt_llm/_torch/modules/fused_moe/interface.py
 class MoEWeightLoadingMode(enum.IntEnum):
     VANILLA = 0
     FUSED_GATE_UP_PROJ = 1
 
 
+# follows: tensorrt_llm/_torch/modules/fused_moe/fused_moe_vanilla.py (unquantized only)
 class VanillaMoE(nn.Module):
     """Per-expert loop (TensorRT-LLM's reference MoE backend), fp32 accumulation."""
 
@@ -468,6 +499,7 @@ def create_moe(routing_method, num_experts, hidden_size, intermediate_size, dtyp
 
 
 # ---------------------------------------------------------------- modules.rotary_embedding / attention
+# follows: tensorrt_llm/_torch/modules/rotary_embedding.py
 class RotaryEmbedding(nn.Module):
     def __init__(self, rope_params: RopeParams, *, head_dim: int, is_neox: bool = True):
         super().__init__()
@@ -489,6 +521,8 @@ class RotaryEmbedding(nn.Module):
         return out
 
 
+# follows: tensorrt_llm/_torch/attention_backend/trtllm.py (a contiguous per-layer cache instead of
+# the paged one: assumed equivalent)
 class TrtllmAttention:
     """Backend stand-in: write this step's K/V into slot `layer_idx`, attend causally over the slot."""
 
@@ -518,6 +552,7 @@ class TrtllmAttention:
         return torch.einsum("hts,shd->thd", probs, vv).reshape(T, -1).to(q.dtype)
 
 
+# follows: tensorrt_llm/_torch/modules/attention.py (Attention.__init__: heads per rank, fused QKV width)
 class Attention(nn.Module):
     def __init__(self, *, hidden_size: int, num_attention_heads: int, num_key_value_heads: int,
                  max_position_embeddings: int, bias: bool,
@@ -592,6 +627,7 @@ class Attention(nn.Module):
                            layer_idx=self.layer_idx)
 
 
+# follows: tensorrt_llm/_torch/modules/decoder_layer.py
 class DecoderLayer(nn.Module):
     pass
 
@@ -600,6 +636,7 @@ class DecoderLayer(nn.Module):
 MODEL_CLASS_MAPPING: Dict[str, type] = {}
 
 
+# follows: tensorrt_llm/_torch/models/modeling_utils.py (plain dict, last registration wins)
 def register_auto_model(name: str):
     def decorator(cls):
         MODEL_CLASS_MAPPING[name] = cls
@@ -611,6 +648,7 @@ TModel = TypeVar("TModel")
 TConfig = TypeVar("TConfig")
 
 
+# follows: tensorrt_llm/_torch/models/modeling_utils.py
 class DecoderModel(nn.Module):
     def __init__(self, model_config: ModelConfig):
         super().__init__()
@@ -624,6 +662,7 @@ class LogitsProcessor(nn.Module):
         return lm_head(hidden_states).float()
 
 
+# follows: tensorrt_llm/_torch/models/modeling_utils.py (no __pp_init__ / post_load_weights)
 class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig]):
     def __init__(self, model: TModel, *, config: ModelConfig, hidden_size: int, vocab_size: int):
         super().__init__()
@@ -660,6 +699,7 @@ def post_init(model: nn.Module, config: ModelConfig) -> None:
             module.create_weights()
 
 
+# follows: tensorrt_llm/_torch/models/modeling_auto.py
 class AutoModelForCausalLM:
     @staticmethod
     def from_config(config: ModelConfig):
@@ -731,6 +771,7 @@ def uninstall() -> None:
 
 # ---------------------------------------------------------------- the executor's part
 @torch.no_grad()
+# follows: tensorrt_llm/_torch/pyexecutor/_util.py (KvCacheCreator._create_kv_cache_manager)
 def new_cache(model) -> KVCacheManager:
     """Allocate the KV cache as the real KvCacheCreator._create_kv_cache_manager does (non-MLA,
     non-hybrid branch, _torch/pyexecutor/_util.py): num_layers = pretrained_config.num_hidden_layers,

@@ -238,6 +238,7 @@ def test_gptq_act_order_refused(tmp_path, tiny):
     ({"tp": 2, "ep": 4}, "--ep 4 must divide --tp 2"),
     ({"quant": "fp8"}, "unquantized"),
     ({"dtype": "int8"}, "--dtype 'int8'"),
+    ({"max_seq_len": 0}, "--max-seq-len must be a positive integer"),
 ])
 def test_bad_options_are_named(tmp_path, tiny, kw, match):
     with pytest.raises(BuildError, match=match):

@@ -7,6 +7,8 @@ anything about TensorRT-LLM's real kernels, KV-cache manager or executor (see do
 """
 
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -218,3 +220,42 @@ def test_tp_above_kv_heads_duplicates_kv_weights(trt_standin, tiny):
         k = full["model.layers.0.self_attn.k_proj.weight"][head * d:(head + 1) * d]
         v = full["model.layers.0.self_attn.v_proj.weight"][head * d:(head + 1) * d]
         assert torch.equal(w[q_rows:q_rows + d], k) and torch.equal(w[q_rows + d:], v)
+
+
+def test_served_context_past_max_position_embeddings(trt_standin, tiny, tmp_path):
+    """A config whose max_position_embeddings (64) is below the context served (512): without
+    --max-seq-len the RoPE table (RopeParams.max_positions rows, as TensorRT-LLM builds it) ends at
+    64 and a 100-token prompt runs past it; hunyuan-trtllm-build --max-seq-len 512 raises the
+    written config, and the model then equals the reference core (exact past 64: static alpha RoPE)."""
+    import json
+    import shutil
+
+    from hunyuan_plugins.trtllm.build import build as trt_build
+
+    stand_in, _ = trt_standin
+    src = str(tmp_path / "short")
+    shutil.copytree(tiny("a13b"), src)
+    cfg_file = os.path.join(src, "config.json")
+    raw = json.load(open(cfg_file))
+    raw["max_position_embeddings"] = 64
+    json.dump(raw, open(cfg_file, "w"))
+    prompt = [(7 * i + 3) % 250 + 1 for i in range(100)]
+
+    trt_build(src, str(tmp_path / "as-is"), progress=False)
+    short = build(trt_standin, str(tmp_path / "as-is" / "pytorch"))
+    with pytest.raises(IndexError, match="past the RoPE table"):
+        stand_in.prompt_logprobs(short, prompt)
+
+    trt_build(src, str(tmp_path / "long"), progress=False, max_seq_len=512)
+    written = json.load(open(tmp_path / "long" / "pytorch" / "config.json"))
+    assert written["max_position_embeddings"] == 512
+    assert written["hunyuan_plugins_source_max_position_embeddings"] == 64
+    assert "max_seq_len: 512" in open(tmp_path / "long" / "extra_llm_api_options.yaml").read()
+    trt = build(trt_standin, str(tmp_path / "long" / "pytorch"))
+    ref = load_model(src, torch.float32)
+    tokens = generate(ref, prompt, 4)
+    assert stand_in.generate(trt, prompt, 4) == tokens
+    lp_ref, lp = prompt_logprobs(ref, prompt + tokens), stand_in.prompt_logprobs(trt, prompt + tokens)
+    err = float((lp - lp_ref).abs().max())
+    print(f"served 104 positions over max_position_embeddings=64: max |dlogprob| {err:.2e}")
+    assert torch.allclose(lp, lp_ref, atol=1e-4, rtol=0)

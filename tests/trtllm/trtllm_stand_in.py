@@ -136,8 +136,8 @@ class PredefinedAttentionMask(str, enum.Enum):
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-# follows: tensorrt_llm/_torch/attention_backend/interface.py (RopeParams). Analytic table, no
-# max_positions bound: assumed equivalent below max_position_embeddings
+# follows: tensorrt_llm/_torch/attention_backend/interface.py (RopeParams): the cos/sin table has
+# max_positions rows (create_rope_const_params); a position past it has no entry
 class RopeParams:
     dim: int = 0
     theta: float = 10000.0
@@ -147,8 +147,10 @@ class RopeParams:
     max_positions: int = 1024
 
     def create_rope_const_params(self):
+        """(inv_freq, table of max_positions rows of [cos | sin]) like the real table's length."""
         inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, dtype=torch.float32) / self.dim))
-        return inv_freq
+        freqs = torch.arange(self.max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        return inv_freq, torch.cat([freqs.cos(), freqs.sin()], dim=-1)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -504,13 +506,16 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, rope_params: RopeParams, *, head_dim: int, is_neox: bool = True):
         super().__init__()
         self.head_dim, self.is_neox = head_dim, is_neox
-        self.inv_freq = rope_params.create_rope_const_params()
+        self.inv_freq, self.table = rope_params.create_rope_const_params()
 
     def forward(self, position_ids: torch.Tensor, targets: List[torch.Tensor], remove_input_padding: bool = True):
-        pos = position_ids.reshape(-1).float()
-        freqs = pos[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos(), emb.sin()
+        pos = position_ids.reshape(-1)
+        if int(pos.max()) >= self.table.shape[0]:  # the real kernels would read past the table
+            raise IndexError(f"position {int(pos.max())} is past the RoPE table ({self.table.shape[0]} rows = "
+                             "RopeParams.max_positions)")
+        half = self.table.shape[1] // 2
+        cos, sin = self.table[pos, :half], self.table[pos, half:]
+        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
         out = []
         for t in targets:
             x = t.reshape(t.shape[0], -1, self.head_dim)

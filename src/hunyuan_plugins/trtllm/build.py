@@ -75,9 +75,15 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr)
 
 
-def _pytorch_config(ckpt: Checkpoint, plan: Plan) -> dict:
+def _pytorch_config(ckpt: Checkpoint, plan: Plan, max_seq_len: int | None = None) -> dict:
     raw = dict(ckpt.cfg.raw)
     raw["torch_dtype"] = plan.dtype
+    if max_seq_len is not None and max_seq_len > ckpt.cfg.max_position_embeddings:
+        # TensorRT-LLM sizes the RoPE table from max_position_embeddings and caps max_seq_len at it
+        # (times rope_scaling.factor, 1.0 for Hunyuan); Hunyuan's alpha-NTK base is static, so serving
+        # past the config's value is exact: raise it to the served context, keep the original.
+        raw["max_position_embeddings"] = max_seq_len
+        raw["hunyuan_plugins_source_max_position_embeddings"] = ckpt.cfg.max_position_embeddings
     if plan.quant is not None:
         # TensorRT-LLM 1.2.x reads hf_quant_config.json (ModelOpt) first; Tencent's per-tensor
         # quantization_config in config.json is kept under our own key, for provenance only.
@@ -87,7 +93,8 @@ def _pytorch_config(ckpt: Checkpoint, plan: Plan) -> dict:
     return raw
 
 
-def llm_api_options_yaml(plan: Plan, kv_cache_dtype: str, max_batch_size: int, moe_backend: str) -> str:
+def llm_api_options_yaml(plan: Plan, kv_cache_dtype: str, max_batch_size: int, moe_backend: str,
+                         max_seq_len: int | None = None) -> str:
     sizes, b = [], 1
     while b < max_batch_size:
         sizes.append(b)
@@ -98,6 +105,8 @@ def llm_api_options_yaml(plan: Plan, kv_cache_dtype: str, max_batch_size: int, m
         "# or LLM(model=..., **yaml.safe_load(FILE))), written by hunyuan-trtllm-build",
         f"# for {plan.cfg.architecture}: tp={plan.tp} ep={plan.ep} dtype={plan.dtype} quant={plan.quant or 'none'}",
     ]
+    if max_seq_len is not None:
+        lines += [f"max_seq_len: {max_seq_len}"]
     if plan.cfg.is_moe:
         lines += ["moe_config:", f"  backend: {moe_backend}"]
     lines += [
@@ -151,8 +160,12 @@ def engine_build_status() -> tuple[bool, str]:
 
 def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto", quant: str | None = None,
           kv_cache_dtype: str = "auto", max_batch_size: int = 128, moe_backend: str = "CUTLASS",
-          engine_checkpoint: bool = False, progress: bool = True) -> dict:
+          engine_checkpoint: bool = False, progress: bool = True, max_seq_len: int | None = None) -> dict:
     """Validate, convert and write; returns a summary dict (also written to OUT/build.json).
+
+    ``max_seq_len``: the context to serve. Past the config's ``max_position_embeddings`` (A13B's
+    says 32768, trained to 256K) the written config is raised to it, so TensorRT-LLM's RoPE table and
+    its max_seq_len cap follow (exact: Hunyuan's alpha-NTK RoPE base does not depend on length).
 
     ``engine_checkpoint=True`` also writes OUT/engine_checkpoint/ (TensorRT engine backend), which no
     TensorRT-LLM release can build into an engine today (see :func:`engine_checkpoint_note`).
@@ -163,6 +176,9 @@ def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto"
         raise BuildError(f"--kv-cache-dtype {kv_cache_dtype!r}: expected auto or fp8")
     if max_batch_size < 1:
         raise BuildError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    if max_seq_len is not None and (isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int)
+                                    or max_seq_len < 1):
+        raise BuildError(f"--max-seq-len must be a positive integer, got {max_seq_len!r}")
     pt_dir = os.path.join(output, "pytorch")
     eng_dir = os.path.join(output, "engine_checkpoint")
     os.makedirs(pt_dir, exist_ok=True)
@@ -207,7 +223,7 @@ def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto"
     elif os.path.exists(os.path.join(pt_dir, "model.safetensors.index.json")):
         os.unlink(os.path.join(pt_dir, "model.safetensors.index.json"))
     with open(os.path.join(pt_dir, "config.json"), "w") as f:
-        json.dump(_pytorch_config(ckpt, plan), f, indent=2)
+        json.dump(_pytorch_config(ckpt, plan, max_seq_len), f, indent=2)
     qc = hf_quant_config(plan)
     if qc is not None:
         with open(os.path.join(pt_dir, "hf_quant_config.json"), "w") as f:
@@ -226,7 +242,7 @@ def build(model: str, output: str, tp: int = 1, ep: int = 1, dtype: str = "auto"
 
     # --- options, serve command ---
     with open(os.path.join(output, "extra_llm_api_options.yaml"), "w") as f:
-        f.write(llm_api_options_yaml(plan, kv_cache_dtype, max_batch_size, moe_backend))
+        f.write(llm_api_options_yaml(plan, kv_cache_dtype, max_batch_size, moe_backend, max_seq_len))
     trust = ckpt.cfg.model_type == "hunyuan"   # Tencent's dialect ships its own configuration_hunyuan.py
     cmds = serve_command(os.path.abspath(output), plan, trust)
     with open(os.path.join(output, "serve.sh"), "w") as f:
@@ -259,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="expect this quantized checkpoint format (default: whatever the checkpoint is)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8"))
     p.add_argument("--max-batch-size", type=int, default=128, help="largest CUDA-graph batch size (default 128)")
+    p.add_argument("--max-seq-len", type=int, default=None,
+                   help="context to serve; past the config's max_position_embeddings it is raised to this "
+                        "(exact for Hunyuan's static alpha RoPE; A13B is trained to 262144)")
     p.add_argument("--moe-backend", default="CUTLASS", help="TensorRT-LLM moe_config.backend (default CUTLASS)")
     eng = p.add_mutually_exclusive_group()
     eng.add_argument("--engine-checkpoint", action="store_true",
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         s = build(a.model, a.output, a.tp, a.ep, a.dtype, a.quant, a.kv_cache_dtype, a.max_batch_size,
-                  a.moe_backend, a.engine_checkpoint, not a.quiet)
+                  a.moe_backend, a.engine_checkpoint, not a.quiet, a.max_seq_len)
     except (BuildError, CheckpointError, HunyuanConfigError, FileNotFoundError, ValueError) as e:
         print(f"hunyuan-trtllm-build: error: {e}", file=sys.stderr)
         return 2

@@ -66,15 +66,33 @@ def lookup(op: str, M: int, E: int, N: int, K: int, dtype: str, device: torch.de
     return default_config(M, E, device, dtype)
 
 
-def default_config(M: int, E: int, device: torch.device, dtype: str = "bf16") -> dict:
-    """Shipped fallback: the first rule whose ``dtypes`` (prefixes of the config-key dtype; absent =
-    every dtype) match and whose ``max_m_per_expert`` * E >= M (absent = any M) wins. The
-    interpreter gets big tiles (its cost is per program and per op)."""
-    rules = _load("default")
-    rule_set = rules["interpreter"] if (device.type == "cpu" or interpreting()) else rules["gpu"]
-    for rule in rule_set:
+RULE_FIELDS = ("max_m_per_expert", "dtypes")  # rule metadata in default.json, not tile fields
+
+
+def reachable_rules(rule_set: str, dtype: str) -> list[tuple[int, dict]]:
+    """(index in default.json, rule) for the rules of ``rule_set`` ("gpu" / "interpreter") a launch
+    of config-key dtype ``dtype`` can reach: those whose ``dtypes`` (prefixes; absent = every dtype)
+    match, in order, up to the first without ``max_m_per_expert`` (a catch-all)."""
+    out = []
+    for i, rule in enumerate(_load("default")[rule_set]):
         if "dtypes" in rule and not any(dtype.startswith(p) for p in rule["dtypes"]):
             continue
+        out.append((i, rule))
+        if rule.get("max_m_per_expert") is None:
+            return out
+    raise AssertionError(f"default.json {rule_set}: no catch-all rule (without max_m_per_expert) for {dtype}")
+
+
+def tile_fields(rule: dict) -> dict:
+    return {k: v for k, v in rule.items() if k not in RULE_FIELDS}
+
+
+def default_config(M: int, E: int, device: torch.device, dtype: str = "bf16") -> dict:
+    """Shipped fallback: the first reachable rule (:func:`reachable_rules`) whose
+    ``max_m_per_expert`` * E >= M (absent = any M) wins. The interpreter gets big tiles (its cost is
+    per program and per op)."""
+    rule_set = "interpreter" if (device.type == "cpu" or interpreting()) else "gpu"
+    for _, rule in reachable_rules(rule_set, dtype):
         if rule.get("max_m_per_expert") is None or M <= rule["max_m_per_expert"] * E:
-            return {k: v for k, v in rule.items() if k not in ("max_m_per_expert", "dtypes")}
-    raise AssertionError("default.json: the last rule must match every dtype and have no max_m_per_expert")
+            return tile_fields(rule)
+    raise AssertionError("unreachable: reachable_rules ends with a catch-all")

@@ -86,14 +86,10 @@ def shipped_configs(tag: str) -> list[tuple[str, dict | None, dict | None, dict]
     dtype ``tag``: the default GPU rules a launch of that dtype can reach (in order, up to the
     first catch-all) and every tuned entry of that dtype."""
     out = []
-    for i, rule in enumerate(_config._load("default")["gpu"]):
-        if "dtypes" in rule and not any(tag.startswith(p) for p in rule["dtypes"]):
-            continue
-        cfg = {k: v for k, v in rule.items() if k not in ("max_m_per_expert", "dtypes")}
+    for i, rule in _config.reachable_rules("gpu", tag):
+        cfg = _config.tile_fields(rule)
         for tp in TPS:
             out.append((f"default.json gpu[{i}]", cfg, cfg, dict(A13B, I=A13B["I"] // tp, tp=tp)))
-        if rule.get("max_m_per_expert") is None:
-            break
     up, down = _config._load("moe_up"), _config._load("moe_down")
     for key, table in up.items():
         fields = dict(kv.split("=", 1) for kv in key.split(","))

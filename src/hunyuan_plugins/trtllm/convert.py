@@ -180,7 +180,8 @@ def hf_quant_config(plan: Plan) -> dict | None:
     q: dict = {"quant_algo": "FP8" if plan.quant == "fp8" else "W4A16_AWQ", "kv_cache_quant_algo": None,
                "exclude_modules": exclude_modules(plan.cfg)}
     if plan.quant == "int4":
-        q.update(group_size=plan.group_size, has_zero_point=False, pre_quant_scale=False)
+        # pre_quant_scale: true, as the tensors now carry one (identity) per int4 linear
+        q.update(group_size=plan.group_size, has_zero_point=False, pre_quant_scale=True)
     return {"producer": {"name": "hunyuan-plugins", "version": "0.1.0"}, "quantization": q}
 
 

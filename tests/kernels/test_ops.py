@@ -163,6 +163,7 @@ def test_cuda_without_triton_is_an_error_unless_the_reference_is_asked_for(monke
     from hunyuan_plugins.ops import reference as _ref
     monkeypatch.setitem(sys.modules, "hunyuan_plugins_kernels.torch_ops", None)  # import -> ImportError
     monkeypatch.delattr(hunyuan_plugins_kernels, "torch_ops", raising=False)
+    monkeypatch.setitem(ops._state, "impls", None)  # forget an earlier successful import
     with pytest.raises(RuntimeError, match=r"on cuda: the Triton kernels cannot be imported.*triton.*"
                                            + ops.REFERENCE_ENV):
         ops._impl("moe_experts", _ref.expert_mlp, torch.device("cuda"))

@@ -39,7 +39,7 @@ TRITON_ON_CPU_ENV = "HUNYUAN_TRITON_ON_CPU"
 # "1": the torch reference on every device, Triton never imported (an explicit, slow choice on GPU)
 REFERENCE_ENV = "HUNYUAN_OPS_REFERENCE"
 _state = {"triton_on_cpu": os.environ.get(TRITON_ON_CPU_ENV, "0") == "1",
-          "reference": os.environ.get(REFERENCE_ENV, "0") == "1"}
+          "reference": os.environ.get(REFERENCE_ENV, "0") == "1", "impls": None}
 
 
 def set_triton_on_cpu(enabled: bool) -> None:
@@ -60,7 +60,9 @@ def triton_on_cpu(enabled: bool = True) -> Iterator[None]:
 def _triton_impls(device: torch.device):
     """hunyuan_plugins_kernels.torch_ops. A device that should run Triton but cannot import it is
     an error, never a silent fallback: on CUDA the reference syncs with the host, dequantises int4
-    on every call and cannot be captured in a CUDA graph."""
+    on every call and cannot be captured in a CUDA graph. Imported once (ops run per layer)."""
+    if _state["impls"] is not None:
+        return _state["impls"]
     try:
         from hunyuan_plugins_kernels import torch_ops
     except ImportError as e:
@@ -68,6 +70,7 @@ def _triton_impls(device: torch.device):
             f"torch.ops.hunyuan on {device.type}: the Triton kernels cannot be imported ({e}). Install "
             f"triton (pip install 'hunyuan-plugins[kernels]'), or set {REFERENCE_ENV}=1 to run the torch "
             "reference instead (slow on a GPU: host syncs, int4 dequantised per call, no CUDA graphs)") from e
+    _state["impls"] = torch_ops
     return torch_ops
 
 

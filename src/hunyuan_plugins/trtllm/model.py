@@ -22,8 +22,8 @@ What is ours:
 * QK-norm after RoPE (``apply_rope`` override, as TRT-LLM's own Hunyuan class does; RoPE fusion off).
 * CLA (Hunyuan-Large), exact: each KV-owning layer caches the weight-free normalised key
   k_hat = k / rms(k) and every layer folds its own ``key_layernorm`` weight into its query
-  (docs/architecture.md; ``core.model.fold_key_norm``). A cross layer's ``Attention`` is built with the *KV-cache
-  slot* of its partner as ``layer_idx`` and receives the partner's (k_hat, v) of the same step, so it
+  (docs/architecture.md; ``core.model.fold_key_norm``). A cross layer's ``Attention`` is built with its
+  partner's layer index as ``layer_idx`` and receives the partner's (k_hat, v) of the same step, so it
   writes identical values into the shared pool and attends over it. A cross layer's attention
   ``layer_idx`` is its partner's layer index, and ``pretrained_config.num_key_value_heads`` becomes
   a per-layer list with ``None`` for cross layers, which TensorRT-LLM's KV-cache creator (it reads
@@ -336,10 +336,8 @@ def _duplicate_kv_heads(tensors: dict[str, torch.Tensor], num_kv_heads: int, tp:
     fused QKV weights by rank, so each KV head's rows are repeated tp / kv times first (as its own
     models' ``duplicate_kv_weight`` does). Per-head rows: weight / bias / W4A16 scales; per-tensor
     scales (scalars) are shared and stay as they are."""
-    if tp <= num_kv_heads:
+    if tp <= num_kv_heads:  # (tp and the head counts were validated by HunyuanConfig.heads_per_rank)
         return tensors
-    if tp % num_kv_heads:
-        raise ValueError(f"tensor parallel size {tp} is not a multiple of num_key_value_heads={num_kv_heads}")
     out = {}
     for name, t in tensors.items():
         if t.dim() == 0 or t.numel() == 1:
@@ -385,6 +383,7 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
         """weights: stored name -> tensor (any Hunyuan dialect; the builder writes canonical names)."""
         cfg = self.hy_config
         tp = self.model_config.mapping.tp_size
+        cfg.heads_per_rank(tp)  # the core's TP rule: raises naming the head count that does not divide
         canon: dict[str, torch.Tensor] = {}
         for name, t in canonical_weights(((k, weights[k]) for k in list(weights.keys())), cfg):
             m = _EXPERT_NAME.match(name)

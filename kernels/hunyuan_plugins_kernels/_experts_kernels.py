@@ -6,7 +6,8 @@ import triton.language as tl
 
 # Weight formats (QUANT constexpr). Keep in sync with experts.Quant.
 DENSE: tl.constexpr = tl.constexpr(0)       # fp32 / fp16 / bf16 weights, activations as given
-FP8_TENSOR: tl.constexpr = tl.constexpr(1)  # e4m3 weights, per-expert scale; static activation scale
+FP8_TENSOR: tl.constexpr = tl.constexpr(1)  # e4m3 weights, per-expert scales; static activation scales
+                                            # per expert (and per gate / up)
 FP8_BLOCK: tl.constexpr = tl.constexpr(2)   # e4m3 weights, [GROUP_N x GROUP_K] block scales; dynamic
                                             # per-token scale over each GROUP_K activation group
 INT4: tl.constexpr = tl.constexpr(3)        # 8 nibbles per int32 along K, sym (zero 8), group scales
@@ -90,9 +91,10 @@ def _mma(acc, a, a_s, b_ptr, s_ptr, expert, rows_n, offs_k, k0, n_ok, k_ok,
 
 
 @triton.jit
-def _tensor_scale(a_s, s_ptr, expert, part, stride_se, stride_sn):
-    """FP8_TENSOR dequant factor: activation scale x the expert's scale for w13 part / w2."""
-    return a_s * tl.load(s_ptr + expert * stride_se + part * stride_sn)
+def _tensor_scale(a_s_ptr, s_ptr, expert, part, stride_se, stride_sn):
+    """FP8_TENSOR dequant factor: the activation scale at a_s_ptr x the expert's weight scale for
+    w13 part (0 gate, 1 up) / w2."""
+    return tl.load(a_s_ptr) * tl.load(s_ptr + expert * stride_se + part * stride_sn)
 
 
 @triton.jit
@@ -101,12 +103,13 @@ def _moe_gemm_kernel(
     sorted_ids_ptr, expert_ids_ptr, num_post_ptr,
     N, K, num_slots, num_m_blocks,
     stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cs, stride_cm, stride_cn,
-    stride_se, stride_sn, stride_sk, stride_pe,
+    stride_se, stride_sn, stride_sk, stride_pe, stride_ae, stride_ap,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     SPLIT_K: tl.constexpr,
     QUANT: tl.constexpr, GROUP_N: tl.constexpr, GROUP_K: tl.constexpr, EMULATE_CAST: tl.constexpr,
     A_ROW_DIV: tl.constexpr, HAS_PERM: tl.constexpr, SWIGLU: tl.constexpr,
     MUL_ROUTED_WEIGHT: tl.constexpr, C_ROW_DIV: tl.constexpr, ATOMIC: tl.constexpr,
+    SEPARATE_UP_SCALE: tl.constexpr,
 ):
     """C[rows] = epilogue(A[rows // A_ROW_DIV] @ B[e]^T) over one expert's M-block.
 
@@ -115,6 +118,9 @@ def _moe_gemm_kernel(
     epilogue stores silu(gate) * up. MUL_ROUTED_WEIGHT scales each row by its routing weight.
     C row = slot // C_ROW_DIV; ATOMIC adds into fp32 C (top-k reduction in the epilogue).
     HAS_PERM: A's columns are read through a per-expert K permutation (GPTQ act-order).
+    FP8_TENSOR: A is quantized with the static scale a_scale[expert * stride_ae] (Tencent W8A8: each
+    expert's projections have their own input scale); SEPARATE_UP_SCALE: the up rows quantize A
+    again with their own scale at + stride_ap (exact when gate and up were calibrated apart).
 
     SPLIT_K > 1 (small T, too few programs for the SMs): program_id(1) takes one of SPLIT_K
     contiguous ranges of K-steps and stores its partial sums, fp32, at C + split * stride_cs; the
@@ -153,19 +159,22 @@ def _moe_gemm_kernel(
             a_cols = tl.load(a_perm_ptr + expert * stride_pe + offs_k, mask=k_ok, other=0)
         a = tl.load(a_ptr + a_rows[:, None] * stride_am + a_cols[None, :] * stride_ak,
                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        a_op, a_s = _quantize_a(a, a_scale_ptr, QUANT, EMULATE_CAST)
+        a_op, a_s = _quantize_a(a, a_scale_ptr + expert * stride_ae, QUANT, EMULATE_CAST)
         acc = _mma(acc, a_op, a_s, b_ptr, b_scale_ptr, expert, offs_n, offs_k, k0, n_ok, k_ok,
                    stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk, QUANT, GROUP_N, GROUP_K, BLOCK_K)
         if SWIGLU:
-            acc_up = _mma(acc_up, a_op, a_s, b_ptr, b_scale_ptr, expert, offs_n + N, offs_k, k0, n_ok, k_ok,
+            a_up, a_s_up = a_op, a_s
+            if SEPARATE_UP_SCALE:
+                a_up, a_s_up = _quantize_a(a, a_scale_ptr + expert * stride_ae + stride_ap, QUANT, EMULATE_CAST)
+            acc_up = _mma(acc_up, a_up, a_s_up, b_ptr, b_scale_ptr, expert, offs_n + N, offs_k, k0, n_ok, k_ok,
                           stride_be, stride_bn, stride_bk, stride_se, stride_sn, stride_sk,
                           QUANT, GROUP_N, GROUP_K, BLOCK_K)
 
     if QUANT == FP8_TENSOR:
-        a_scale = tl.load(a_scale_ptr)
-        acc = acc * _tensor_scale(a_scale, b_scale_ptr, expert, 0, stride_se, stride_sn)
+        a_s_ptr = a_scale_ptr + expert * stride_ae
+        acc = acc * _tensor_scale(a_s_ptr, b_scale_ptr, expert, 0, stride_se, stride_sn)
         if SWIGLU:
-            acc_up = acc_up * _tensor_scale(a_scale, b_scale_ptr, expert, 1, stride_se, stride_sn)
+            acc_up = acc_up * _tensor_scale(a_s_ptr + stride_ap, b_scale_ptr, expert, 1, stride_se, stride_sn)
     c_mask = row_ok[:, None] & n_ok[None, :]
     if SWIGLU and SPLIT_K > 1:  # partial gate | up; _swiglu_sum_kernel finishes
         part = c_ptr + slots.to(tl.int64)[:, None] * stride_cm + offs_n[None, :] * stride_cn

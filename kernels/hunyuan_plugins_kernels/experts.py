@@ -10,8 +10,9 @@ Public API:
                                     fp32 / fp16 / bf16 (the checkpoint layout, no copy)
   :func:`prepare_fp8_per_tensor`    Tencent static W8A8: e4m3 weights as above; w13 scale
                                     [E, 2] (gate, up: each keeps its own scale, nothing is
-                                    requantised), w2 scale [E, 1]; one static input scale per
-                                    GEMM (per-expert input scales collapse to their max, as vLLM)
+                                    requantised), w2 scale [E, 1]; static input scales per
+                                    expert and per gate / up, exactly as stored (vLLM and
+                                    SGLang collapse them to one max per layer)
   :func:`prepare_fp8_block`         e4m3 weights with [128 x 128] block scales
                                     [E, N/128, K/128]; activations get dynamic scales per token
                                     and 128-group, computed inside the GEMM
@@ -66,7 +67,7 @@ class Operand:
     """One stacked expert weight as the GEMM reads it (see the module docstring for layouts)."""
     weight: torch.Tensor
     scale: torch.Tensor | None = None        # weight scales (fp8 / int4)
-    input_scale: torch.Tensor | None = None  # FP8_TENSOR: static activation scale [1] fp32
+    input_scale: torch.Tensor | None = None  # FP8_TENSOR: static activation scales [E, parts] fp32
     perm: torch.Tensor | None = None         # INT4 act-order: A column of each sorted K row
     group_n: int = 1
     group_k: int = 1
@@ -131,31 +132,40 @@ def prepare_dense(w13: torch.Tensor, w2: torch.Tensor) -> ExpertWeights:
     return ExpertWeights(Quant.DENSE, Operand(w13), Operand(w2), E, H, I)
 
 
-def _per_tensor(scale: torch.Tensor, name: str) -> torch.Tensor:
-    """Static activation scale: [], [1] (a view when fp32) or per expert [E] (-> max, one reduction)."""
-    _check(scale.dim() <= 1, f"{name} must be a scalar or per-expert vector, got {list(scale.shape)}")
-    if scale.numel() == 1:
-        return scale.float().reshape(1)
-    return scale.float().amax().reshape(1)
+def _input_scales(scale: torch.Tensor, num_experts: int, parts: int, name: str) -> torch.Tensor:
+    """Static activation scales as [E, parts] fp32 (parts: 2 = gate, up; 1 = down), from [] / [1]
+    (one for all), [E] (per expert) or, for parts 2, [E, 2]; broadcast by stride 0 (a view when fp32)."""
+    E, s = num_experts, scale.float()
+    if s.numel() == 1:
+        return s.reshape(1, 1).expand(E, parts)
+    if tuple(s.shape) == (E,):
+        return s.reshape(E, 1).expand(E, parts)
+    _check(parts == 2 and tuple(s.shape) == (E, 2),
+           f"{name} must be [], [1], [E]{' or [E, 2]' if parts == 2 else ''} with E={E}, got {list(scale.shape)}")
+    return s
 
 
 def prepare_fp8_per_tensor(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
                            w2_scale: torch.Tensor, a13_scale: torch.Tensor, a2_scale: torch.Tensor
                            ) -> ExpertWeights:
-    """Tencent FP8: w13_scale [E] / [E, 1] (one scale) or [E, 2] (gate, up); w2_scale [E] / [E, 1].
+    """Tencent FP8: w13_scale [E] / [E, 1] (one scale) or [E, 2] (gate, up); w2_scale [E] / [E, 1];
+    static input scales a13_scale [E, 2] (gate, up) / [E] / [] and a2_scale [E] / [], each expert's
+    projections quantizing their input with their own (no max-collapsing).
 
     Canonical forms (what a caller should prepare once at load): w13_scale [E, 2] fp32
-    contiguous, w2_scale [E] or [E, 1] fp32, a13/a2_scale [] or [1] fp32. With those nothing is
-    allocated or launched here (the op can run once per forward without rebuilding scales); the
-    other accepted forms cost a small copy or a max-reduction per call."""
+    contiguous, w2_scale [E] or [E, 1] fp32, input scales fp32. With those nothing is allocated or
+    launched here (the op can run once per forward without rebuilding scales); other dtypes cost
+    a small copy per call. a13_scale [E, 2] quantizes each activation tile twice (gate, up): pass
+    [E] when gate and up share their input scale (they see the same input, so calibration gives
+    them the same one) to quantize once."""
     E, H, I = _check_stacks(w13, w2, (torch.float8_e4m3fn,))
     s13 = w13_scale.float().reshape(E, -1)
     _check(s13.shape[1] in (1, 2), f"w13_scale must be [E], [E, 1] or [E, 2], got {list(w13_scale.shape)}")
     s13 = s13.expand(E, 2).contiguous()
     s2 = w2_scale.float().reshape(E, 1)
     return ExpertWeights(Quant.FP8_TENSOR,
-                         Operand(w13, s13, _per_tensor(a13_scale, "a13_scale")),
-                         Operand(w2, s2, _per_tensor(a2_scale, "a2_scale")), E, H, I)
+                         Operand(w13, s13, _input_scales(a13_scale, E, 2, "a13_scale")),
+                         Operand(w2, s2, _input_scales(a2_scale, E, 1, "a2_scale")), E, H, I)
 
 
 def prepare_fp8_block(w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
@@ -237,6 +247,8 @@ def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cf
     dummy = sorted_ids  # stands in for absent optional pointers (never dereferenced)
     grid = (num_m_blocks * triton.cdiv(n, cfg["BLOCK_N"]), split)
     c_strides = (c.stride(0), c.stride(1), c.stride(2)) if split > 1 else (0, c.stride(0), c.stride(1))
+    a_s = b.input_scale
+    a_s_strides = (a_s.stride(0), a_s.stride(1) if a_s.shape[1] > 1 else 0) if a_s is not None else (0, 0)
     launch(
         _k._moe_gemm_kernel, grid, a, b.weight, c,
         b.input_scale if b.input_scale is not None else dummy,
@@ -245,11 +257,12 @@ def _grouped_gemm(a: torch.Tensor, b: Operand, quant: Quant, c: torch.Tensor, cf
         topk_weights, sorted_ids, expert_ids, num_post,
         n, k, num_slots, num_m_blocks,
         a.stride(0), a.stride(1), *b.b_strides(quant), *c_strides,
-        *b.s_strides(quant), b.perm.stride(0) if b.perm is not None else 0,
+        *b.s_strides(quant), b.perm.stride(0) if b.perm is not None else 0, *a_s_strides,
         BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg.get("GROUP_M", 1),
         SPLIT_K=split, QUANT=int(quant), GROUP_N=b.group_n, GROUP_K=b.group_k,
         EMULATE_CAST=_config.interpreting(), A_ROW_DIV=a_row_div, HAS_PERM=b.perm is not None, SWIGLU=swiglu,
         MUL_ROUTED_WEIGHT=mul_routed_weight, C_ROW_DIV=c_row_div, ATOMIC=atomic,
+        SEPARATE_UP_SCALE=swiglu and quant == Quant.FP8_TENSOR and a_s_strides[1] != 0,
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
     )
 

@@ -64,7 +64,7 @@ def int8_rows(monkeypatch):
 def test_a_registered_format_runs_end_to_end(tmp_path, int8_rows):
     path = make_tiny(str(tmp_path / "int8"), "a13b", "tencent", "int8-rows")
     ck = Checkpoint(path)  # validated against the format's own suffixes, shapes and dtypes
-    assert ck.quant == quant.QuantSpec("int8_rows", None, False, ("lm_head", "mlp.gate.wg"))
+    assert ck.quant == quant.QuantSpec("int8_rows", None, False, quant.DEFAULT_IGNORED)
     raw = load_file(os.path.join(path, "model.safetensors"))
     prefix = "model.layers.0.mlp.experts.3.down_proj"
     assert raw[f"{prefix}.weight"].dtype == torch.int8 and raw[f"{prefix}.weight_scale"].shape == (128,)
@@ -120,13 +120,14 @@ FP8 = {"quant_method": "fp8", "activation_scheme": "static"}
 
 @pytest.mark.parametrize("qc, kw, env, runtime, reason", [
     (None, dict(on_cpu=True), None, quant.Runtime.UNQUANTIZED, ""),
-    (FP8, dict(on_cpu=False), None, quant.Runtime.ENGINE, ""),
-    (FP8, dict(on_cpu=True), None, quant.Runtime.DEQUANTIZED, "no fp8 kernels on this platform"),
+    (FP8, dict(on_cpu=False), None, quant.Runtime.QUANTIZED, ""),
+    # CPU no longer means dequantised: the engines' quantized layers load it, our ops compute it
+    (FP8, dict(on_cpu=True), None, quant.Runtime.QUANTIZED, ""),
     (FP8, dict(on_cpu=False, engine_has_config=False), None, quant.Runtime.DEQUANTIZED,
      "the engine was not given the quantization config"),
     (FP8, dict(on_cpu=False), "1", quant.Runtime.DEQUANTIZED, "HUNYUAN_VLLM_DEQUANTIZE=1"),
-    (FP8, dict(on_cpu=True), "0", quant.Runtime.ENGINE, "HUNYUAN_VLLM_DEQUANTIZE=0"),
-    # a config the engine never saw cannot run on its kernels, whatever the variable says
+    (FP8, dict(on_cpu=True), "0", quant.Runtime.QUANTIZED, ""),
+    # a config the engine never saw cannot run on its quantized layers, whatever the variable says
     (FP8, dict(on_cpu=True, engine_has_config=False), "0", quant.Runtime.DEQUANTIZED,
      "the engine was not given the quantization config"),
 ])
@@ -139,9 +140,16 @@ def test_the_one_runtime_rule(monkeypatch, qc, kw, env, runtime, reason):
     assert plan.runtime is runtime and plan.reason == reason
     assert plan.dequantize == (runtime is quant.Runtime.DEQUANTIZED)
     if runtime is quant.Runtime.DEQUANTIZED:
-        assert plan.describe("vLLM fp8") == f"fp8 checkpoint dequantised at load ({reason})"
-    elif runtime is quant.Runtime.ENGINE:
-        assert plan.describe("vLLM fp8") == "vLLM fp8 kernels"
+        assert plan.describe("moe: x") == f"fp8 checkpoint dequantised at load ({reason}); moe: x"
+    elif runtime is quant.Runtime.QUANTIZED:
+        assert plan.describe("moe: x") == ("fp8 (static per-tensor e4m3 with the stored input_scale (W8A8)) "
+                                           "loaded quantized; moe: x")
+
+
+def test_a_bad_dequantize_switch_is_named(monkeypatch):
+    monkeypatch.setenv("HUNYUAN_VLLM_DEQUANTIZE", "yes")
+    with pytest.raises(ValueError, match="HUNYUAN_VLLM_DEQUANTIZE='yes' must be 0 or 1"):
+        quant.plan(FP8, engine="vllm")
 
 
 def test_each_engine_has_its_own_switch(monkeypatch):

@@ -129,19 +129,35 @@ def test_fp8_per_tensor(T, E, k, dtype):
     assert rel_err(out, ref.expert_mlp(x.float(), w13, w2, tw, ti).to(dtype)) < QUANT_VS_DENSE
 
 
-def test_fp8_per_tensor_scale_forms():
-    """One w13 scale per expert ([E]) and per-expert input scales ([E] -> max) are accepted; an
-    input scale too small for the data saturates to +-448 exactly as the reference does."""
+@pytest.mark.parametrize("a13_form", ["[E]", "[E, 2]", "[]"])
+def test_fp8_per_tensor_scale_forms(a13_form):
+    """One w13 scale per expert ([E]); input scales per expert ([E]), per expert and gate / up
+    ([E, 2]) or one for all ([]), each applied exactly as stored (no max-collapsing); an input
+    scale too small for the data saturates to +-448 exactly as the reference does."""
     E, T = 8, 16
     x, (tw, ti) = activations(T), routing(T, E, 2)
     w13, w2 = dense_weights(E)
     q13, q2, _, s2, a13, a2 = fp8_per_tensor(w13, w2, x)
     s13 = torch.rand(E) / 100 + 1e-3
-    a13_e = a13 * torch.linspace(0.5, 1.0, E)
-    a2 = a2 / 4  # the largest intermediates saturate
-    w = prepare_fp8_per_tensor(*(t.to(DEVICE) for t in (q13, q2, s13, s2, a13_e, a2)))
-    assert_close(_run(x, w, tw, ti, E), ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e, a2, tw, ti),
-                 FP8_TOL[torch.float32])
+    a13_e = {"[E]": a13 * torch.linspace(0.5, 1.0, E),
+             "[E, 2]": a13 * torch.stack([torch.linspace(0.5, 1.0, E), torch.linspace(1.0, 0.3, E)], dim=1),
+             "[]": a13.reshape(())}[a13_form]
+    a2_e = a2 * torch.linspace(0.25, 1.0, E)  # the largest intermediates of some experts saturate
+    w = prepare_fp8_per_tensor(*(t.to(DEVICE) for t in (q13, q2, s13, s2, a13_e, a2_e)))
+    out = _run(x, w, tw, ti, E)
+    assert_close(out, ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e, a2_e, tw, ti), FP8_TOL[torch.float32])
+    if a13_form != "[]":  # the per-expert scales matter: their max is a different (wrong) reading
+        collapsed = ref.expert_mlp_fp8(x, q13, q2, s13, s2, a13_e.amax(), a2_e.amax(), tw, ti)
+        assert rel_err(out, collapsed) > 10 * FP8_TOL[torch.float32]
+
+
+def test_fp8_input_scale_shapes_are_checked():
+    E = 8
+    q13, q2, s13, s2, a13, a2 = fp8_per_tensor(*dense_weights(E), activations(4))
+    with pytest.raises(ValueError, match=r"a2_scale must be \[\], \[1\], \[E\] with E=8, got \[8, 2\]"):
+        prepare_fp8_per_tensor(q13, q2, s13, s2, a13, a2.reshape(1).expand(E, 2))
+    with pytest.raises(ValueError, match=r"a13_scale must be .* or \[E, 2\] with E=8, got \[7\]"):
+        prepare_fp8_per_tensor(q13, q2, s13, s2, a13.reshape(1).expand(7), a2)
 
 
 @pytest.mark.parametrize("T,E,k,dtype", [(3, 64, 8, torch.float16), (67, 8, 2, torch.float32),

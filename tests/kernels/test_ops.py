@@ -13,6 +13,7 @@ from moe_testing import (
     FP8_TOL,
     INT4_TOL,
     TOL,
+    I,
     activations,
     assert_close,
     dense_weights,
@@ -50,11 +51,17 @@ def _cases():
         ("moe_experts", (x, w13, w2, tw, ti), tol(TOL, torch.float32)),
         ("moe_experts", (xh, w13.half(), w2.half(), tw, ti), tol(TOL, torch.float16)),
         ("moe_experts_fp8", (x, q13, q2, s13, s2, a13, a2, tw, ti), tol(FP8_TOL, torch.float32)),
+        # per expert and per gate / up input scales, as the core passes them
+        ("moe_experts_fp8", (x, q13, q2, s13, s2, a13 * torch.linspace(0.5, 1, 2 * E).reshape(E, 2),
+                             a2 * torch.linspace(1, 0.5, E), tw, ti), tol(FP8_TOL, torch.float32)),
         ("moe_experts_fp8_block", (xh, b13, b2, bs13, bs2, tw, ti), tol(FP8_TOL, torch.float16)),
         ("moe_experts_int4", (xh, w4.w13.weight, w4.w13.scale, w4.w2.weight, w4.w2.scale, tw, ti,
                               w4.w13.perm, w4.w2.perm), tol(INT4_TOL, torch.float16)),
         ("moe_experts_int4", (x, w4.w13.weight, w4.w13.scale, w4.w2.weight, w4.w2.scale, tw, ti),
          None),  # no act order: only opcheck (the kernel path is test_experts.py's)
+        # the linear ops are the torch reference on every device: opcheck only
+        ("linear_fp8", (x, q13[0], s13[0], a13.reshape(1).expand(2).contiguous(), [I, I]), None),
+        ("linear_gptq", (x, gate["qweight"][0], gate["qzeros"][0], gate["scales"][0], gate["g_idx"][0]), None),
     ]
     dev = [(name, tuple(a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args), t)
            for name, args, t in cases]
@@ -66,7 +73,7 @@ IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CASES)]
 
 
 def test_every_op_is_covered():
-    registered = {n for n in dir(torch.ops.hunyuan) if n.startswith("moe_")}
+    registered = {n for n in dir(torch.ops.hunyuan) if n.startswith(("moe_", "linear_"))}
     assert registered == {name for name, _, _ in CASES}, registered
 
 

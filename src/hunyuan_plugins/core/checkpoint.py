@@ -231,8 +231,24 @@ class Checkpoint:
                                             f"(by '{self.entries[canon].source}' and '{name}')")
                         self.entries[canon] = entry
         problems += self._compare(expected_tensors(self.cfg))
+        if self.quant is not None:
+            problems += _unmatched_ignores(self.quant, self.cfg)
+            if not problems:
+                problems += self._check_values()
         if problems:
             raise CheckpointError(self.path, problems)
+
+    def _check_values(self) -> list[str]:
+        """The values the format checks (GPTQ ``g_idx`` against ``desc_act``), read tensor by tensor."""
+        fmt, problems = self.quant.format, []
+        for canon, entry in self.entries.items():
+            prefix, suffix = canon.rsplit(".", 1)
+            if suffix in fmt.checked_suffixes and fmt.is_quantized_tensor(suffix, entry.dtype):
+                with safe_open(self._files[entry.source], "pt") as f:
+                    why = fmt.check_values(self.quant, suffix, entry.take(f.get_tensor(entry.source)))
+                if why:
+                    problems.append(f"tensor '{canon}'{_via(entry, canon)} {why}")
+        return problems
 
     def _compare(self, expected) -> list[str]:
         problems = []
@@ -266,13 +282,14 @@ class Checkpoint:
                         cache = {entry.source: f.get_tensor(entry.source)}
                     yield canon, entry.take(cache[entry.source]).contiguous()
 
-    def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """Canonical name -> tensor, every quantized linear dequantized to `dtype` ('<prefix>.weight')."""
-        raw = dict(self.iter_tensors())
+    def state_dict(self, dtype: torch.dtype = torch.float32, keep_quantized: bool = False) -> dict[str, torch.Tensor]:
+        """Canonical name -> tensor, floats in `dtype` (the router in fp32). Quantized linears are
+        dequantized to `dtype` ('<prefix>.weight'), or with ``keep_quantized`` kept as stored
+        ('<prefix>.<suffix>' of the format; per-tensor scales as 0-dim fp32)."""
         out: dict[str, torch.Tensor] = {}
         quantized: dict[str, dict[str, torch.Tensor]] = {}
         fmt = None if self.quant is None else self.quant.format
-        for canon, t in raw.items():
+        for canon, t in self.iter_tensors():
             prefix, suffix = canon.rsplit(".", 1)
             if fmt is not None and fmt.is_quantized_tensor(suffix, t.dtype):
                 quantized.setdefault(prefix, {})[suffix] = t
@@ -281,7 +298,11 @@ class Checkpoint:
             else:
                 out[canon] = t.to(dtype)
         for prefix, tensors in quantized.items():
-            out[f"{prefix}.weight"] = self.quant.dequantize(tensors, dtype)
+            if keep_quantized:
+                for suffix, t in tensors.items():
+                    out[f"{prefix}.{suffix}"] = t.reshape(()) if t.dtype == torch.float32 and t.numel() == 1 else t
+            else:
+                out[f"{prefix}.weight"] = self.quant.dequantize(tensors, dtype)
         return out
 
 
@@ -333,6 +354,20 @@ def validated_weights(weights: Iterable[tuple[str, torch.Tensor]], cfg: HunyuanC
     return stream
 
 
+def _unmatched_ignores(spec: QuantSpec, cfg: HunyuanConfig) -> list[str]:
+    """Entries of the config's list of unquantized modules that name no module of this model (a typo
+    there would silently quantize, or fail to find, the module meant). ``lm_head`` is always
+    accepted (AngelSlim lists it for tied heads too), as is every layer's router ``mlp.gate.wg``."""
+    from hunyuan_plugins.quant import _ignore_matches
+
+    modules = set(linear_shapes(cfg)) | {f"model.layers.{i}.mlp.gate.wg" for i in range(cfg.num_layers)}
+    field = spec.format.ignore_field
+    return [f"quantization_config.{field} entry '{entry}' names no module of this model "
+            f"(num_hidden_layers={cfg.num_layers}, num_experts={cfg.num_experts})"
+            for entry in spec.ignored
+            if entry != "lm_head" and not any(_ignore_matches(entry, m) for m in modules)]
+
+
 def _via(entry: _Entry, canon: str) -> str:
     return "" if entry.source == canon else f" (from '{entry.source}')"
 
@@ -351,12 +386,3 @@ def _why_unexpected(canon: str, cfg: HunyuanConfig) -> str:
                 return f": the config has num_experts={cfg.num_experts}"
             return ": the config describes a dense layer"
     return ""
-
-
-def stack_experts(sd: dict[str, torch.Tensor], cfg: HunyuanConfig, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-expert canonical weights of one layer -> fused (w13 [E, 2I, H], gate first; w2 [E, H, I])."""
-    p = f"model.layers.{layer}.mlp.experts"
-    w13 = torch.stack([torch.cat([sd[f"{p}.{e}.gate_proj.weight"], sd[f"{p}.{e}.up_proj.weight"]])
-                       for e in range(cfg.num_experts)])
-    w2 = torch.stack([sd[f"{p}.{e}.down_proj.weight"] for e in range(cfg.num_experts)])
-    return w13, w2

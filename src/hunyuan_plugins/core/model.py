@@ -19,6 +19,13 @@ own key norm. Layers without QK-norm cache plain keys.
 Parameter names are the canonical checkpoint names (see checkpoint.py), except that the routed
 experts of a layer are held fused: ``mlp.experts.w13`` [E, 2I, H] (gate rows then up rows) and
 ``mlp.experts.w2`` [E, H, I].
+
+Quantized checkpoints run as the checkpoint specifies. Tencent FP8 is static per-tensor W8A8:
+every quantized projection (:class:`Fp8Linear`, and each routed expert in :class:`Fp8Experts`)
+quantizes its input with its own stored ``input_scale`` before multiplying with its e4m3 weight
+(``torch.ops.hunyuan.linear_fp8`` / ``moe_experts_fp8``). Weight-only FP8 is an explicit option of
+:func:`load_model` (``fp8_activations="none"``), never the default. GPTQ-Int4 is W4A16: its
+weights are dequantised exactly at load and activations stay in the model dtype.
 """
 
 from __future__ import annotations
@@ -162,11 +169,49 @@ class Router(nn.Module):
         return F.linear(x.float(), self.weight.float())  # fp32 router, as Tencent and transformers
 
 
+class Fp8Linear(nn.Module):
+    """A Tencent FP8 projection, W8A8 static: e4m3 ``weight`` [out, in], fp32 ``weight_scale`` and
+    ``input_scale`` (0-dim). The input is quantized with ``input_scale`` before the GEMM."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn),
+                                   requires_grad=False)
+        self.weight_scale = nn.Parameter(torch.ones(()), requires_grad=False)
+        self.input_scale = nn.Parameter(torch.ones(()), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.linear_fp8(x, self.weight, self.weight_scale.reshape(1), self.input_scale.reshape(1),
+                              [self.weight.shape[0]])
+
+
 class Experts(nn.Module):
     def __init__(self, num_experts: int, hidden: int, inter: int):
         super().__init__()
         self.w13 = nn.Parameter(torch.zeros(num_experts, 2 * inter, hidden))
         self.w2 = nn.Parameter(torch.zeros(num_experts, hidden, inter))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return ops.moe_experts(x, self.w13, self.w2, weights, ids)
+
+
+class Fp8Experts(nn.Module):
+    """A layer's routed experts in Tencent FP8, W8A8 static per projection: e4m3 ``w13`` / ``w2`` as
+    in :class:`Experts`, weight scales ``w13_scale`` [E, 2] (gate, up) and ``w2_scale`` [E], input
+    scales ``a13_scale`` [E, 2] (gate, up) and ``a2_scale`` [E]: each expert's gate, up and down
+    projection quantizes its input with its own stored scale."""
+
+    def __init__(self, num_experts: int, hidden: int, inter: int):
+        super().__init__()
+        E, f8 = num_experts, torch.float8_e4m3fn
+        for name, shape, dtype in (("w13", (E, 2 * inter, hidden), f8), ("w2", (E, hidden, inter), f8),
+                                   ("w13_scale", (E, 2), torch.float32), ("w2_scale", (E,), torch.float32),
+                                   ("a13_scale", (E, 2), torch.float32), ("a2_scale", (E,), torch.float32)):
+            setattr(self, name, nn.Parameter(torch.zeros(shape, dtype=dtype), requires_grad=False))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return ops.moe_experts_fp8(x, self.w13, self.w2, self.w13_scale, self.w2_scale, self.a13_scale,
+                                   self.a2_scale, weights, ids)
 
 
 class MoE(nn.Module):
@@ -181,7 +226,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         weights, ids = ops.moe_route(self.gate(flat), self.top_k, self.renormalize)
-        out = ops.moe_experts(flat, self.experts.w13, self.experts.w2, weights, ids).view_as(x)
+        out = self.experts(flat, weights, ids).view_as(x)
         return out + self.shared_mlp(x) if self.shared_mlp is not None else out
 
 
@@ -263,23 +308,69 @@ def prompt_logprobs(model: HunyuanForCausalLM, ids: list[int]) -> torch.Tensor:
     return logp.gather(1, torch.tensor(ids[1:], device=device)[:, None]).squeeze(1)
 
 
-def load_model(path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> HunyuanForCausalLM:
-    """Any Hunyuan checkpoint (every dialect; quantized ones dequantized to `dtype`) -> reference model."""
-    from hunyuan_plugins.core.checkpoint import Checkpoint, stack_experts
+def load_model(path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               fp8_activations: str = "static") -> HunyuanForCausalLM:
+    """Any Hunyuan checkpoint (every dialect) -> reference model in `dtype` (the router in fp32).
 
+    Tencent FP8 runs W8A8 as specified (``fp8_activations="static"``: each projection quantizes its
+    input with its stored ``input_scale``); ``fp8_activations="none"`` dequantises the weights and
+    leaves activations alone (weight-only W8A16: an explicit approximation). GPTQ-Int4 weights are
+    dequantised exactly (W4A16)."""
+    from hunyuan_plugins.core.checkpoint import Checkpoint
+
+    if fp8_activations not in ("static", "none"):
+        raise ValueError(f"fp8_activations={fp8_activations!r}: expected 'static' (W8A8) or 'none' (weight-only)")
     ckpt = Checkpoint(path)
     cfg = ckpt.cfg
-    sd = ckpt.state_dict(dtype)
-    for i, spec in enumerate(cfg.layers):
-        if spec.moe:
-            w13, w2 = stack_experts(sd, cfg, i)
-            for name in [n for n in sd if n.startswith(f"model.layers.{i}.mlp.experts.")]:
-                del sd[name]
-            sd[f"model.layers.{i}.mlp.experts.w13"], sd[f"model.layers.{i}.mlp.experts.w2"] = w13, w2
+    w8a8 = ckpt.quant is not None and ckpt.quant.method == "fp8" and fp8_activations == "static"
+    sd = ckpt.state_dict(dtype, keep_quantized=w8a8)
     with torch.device("meta"):
         model = HunyuanForCausalLM(cfg)
+        if w8a8:
+            _use_fp8_modules(model, ckpt.quant)
+    for i, spec in enumerate(cfg.layers):
+        if spec.moe:
+            _stack_experts(sd, cfg, i, fp8=isinstance(model.model.layers[i].mlp.experts, Fp8Experts))
     model.load_state_dict(sd, strict=True, assign=True)
-    for name, p in model.named_parameters():  # router in fp32, everything else in `dtype`
-        if not name.endswith("mlp.gate.weight") and p.dtype != dtype:
+    for name, p in model.named_parameters():  # router and fp8 scales in fp32, fp8 weights as stored
+        want = torch.float32 if name.endswith(("mlp.gate.weight", "_scale")) else dtype
+        if p.dtype not in (want, torch.float8_e4m3fn):
             raise AssertionError(f"{name} loaded as {p.dtype}")
     return model.to(device).eval()
+
+
+def _use_fp8_modules(model: HunyuanForCausalLM, spec) -> None:
+    """Swap every projection the FP8 checkpoint quantizes for its W8A8 module (on meta, before loading)."""
+    for name, module in list(model.named_modules()):
+        parent_name, _, child = name.rpartition(".")
+        if isinstance(module, nn.Linear) and name != "lm_head" and spec.is_quantized(name):
+            setattr(model.get_submodule(parent_name), child, Fp8Linear(module.in_features, module.out_features))
+        elif isinstance(module, Experts):
+            quantized = {spec.is_quantized(f"{name}.{e}.{p}") for e in range(module.w13.shape[0])
+                         for p in ("gate_proj", "up_proj", "down_proj")}
+            if quantized == {True, False}:
+                raise ValueError(f"{name}: the quantization config leaves some routed experts unquantized and "
+                                 "quantizes others; a layer's experts must be all FP8 or all unquantized")
+            if quantized == {True}:
+                E, two_i, H = module.w13.shape
+                setattr(model.get_submodule(parent_name), child, Fp8Experts(E, H, two_i // 2))
+
+
+def _stack_experts(sd: dict[str, torch.Tensor], cfg: HunyuanConfig, layer: int, fp8: bool) -> None:
+    """Per-expert canonical tensors of one layer -> the fused parameters of :class:`Experts` or
+    :class:`Fp8Experts`, in place."""
+    p = f"model.layers.{layer}.mlp.experts"
+    E = cfg.num_experts
+
+    def take(suffix: str) -> tuple[list, list, list]:
+        return tuple([sd.pop(f"{p}.{e}.{proj}.{suffix}") for e in range(E)]
+                     for proj in ("gate_proj", "up_proj", "down_proj"))
+
+    gate, up, down = take("weight")
+    sd[f"{p}.w13"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up)])
+    sd[f"{p}.w2"] = torch.stack(down)
+    if fp8:
+        for name, suffix in (("w13_scale", "weight_scale"), ("a13_scale", "input_scale")):
+            g, u, d = take(suffix)
+            sd[f"{p}.{name}"] = torch.stack([torch.stack([a, b]) for a, b in zip(g, u)])
+            sd[f"{p}.{name.replace('13', '2')}"] = torch.stack(d)

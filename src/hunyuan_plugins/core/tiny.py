@@ -115,7 +115,7 @@ def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: s
         cfg.update(architectures=[ARCH_LARGE], num_experts=s.experts, moe_topk=1, num_shared_expert=1,
                    moe_intermediate_size=s.intermediate, use_mixed_mlp_moe=True, moe_layer_num_skipped=0)
     if fmt not in PLAIN_FORMATS:
-        cfg["quantization_config"] = quant_formats()[fmt].tiny_spec(_ignored(model)).to_hf()
+        cfg["quantization_config"] = quant_formats()[fmt].tiny_spec(_ignored(model, fmt, L)).to_hf()
     if static_groups:
         if cfg.get("quantization_config", {}).get("quant_method") != "gptq":
             raise ValueError(f"static_groups is a GPTQ option; format {fmt!r} is not GPTQ")
@@ -123,8 +123,12 @@ def tiny_config(model: str, dialect: str = "tencent", fmt: str = "bf16", size: s
     return cfg
 
 
-def _ignored(model: str) -> tuple[str, ...]:
-    return ("lm_head",) + (("mlp.gate.wg",) if model != "dense" else ())
+def _ignored(model: str, fmt: str, num_layers: int) -> tuple[str, ...]:
+    """What the releases leave unquantized: AngelSlim's FP8 lists the head and every layer's router
+    by name; its GPTQ writes no list (the default: head and routers)."""
+    if fmt != "fp8":
+        return quant.DEFAULT_IGNORED
+    return ("lm_head",) if model == "dense" else quant.QuantSpec.default_ignored(num_layers)
 
 
 def random_weights(cfg: HunyuanConfig, seed: int = 0) -> dict[str, torch.Tensor]:

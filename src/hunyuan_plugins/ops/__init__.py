@@ -4,9 +4,8 @@ Each op = a reference torch implementation (the default on CPU) + a CUDA impleme
 Triton kernels (``hunyuan_plugins_kernels``, imported on first use; a CUDA machine without triton
 gets an error naming it, unless ``HUNYUAN_OPS_REFERENCE=1`` asks for the reference everywhere) +
 a fake implementation (shapes only, for torch.compile / meta tensors).
-Callers never see the difference. Today the reference core calls them for every MoE layer, and
-TensorRT-LLM's adapter for GPTQ-Int4 experts (and unquantized ones with ``HUNYUAN_TRTLLM_MOE=hunyuan``);
-the vLLM and SGLang adapters still run their engine's own fused MoE.
+Callers never see the difference: the reference core calls them for every MoE layer and FP8
+linear; the engine adapters where ``ops.backend.moe_backend`` picks ours (``HUNYUAN_MOE_BACKEND``).
 
 The Triton implementations allocate from shapes only and never sync with the host, so they can
 be captured in CUDA graphs. On CPU the reference runs unless Triton is switched on for CPU
@@ -18,9 +17,15 @@ Ops (the weight layouts are documented in ``ops/reference.py`` and docs/kernels.
   moe_route(router_logits, top_k, renormalize) -> (weights fp32 [T, k], ids int32 [T, k])
   moe_experts(x, w13, w2, topk_weights, topk_ids) -> [T, H]
   moe_experts_fp8(x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids)
+      exact per projection: a13_scale [E, 2] (gate, up input scales) / [E] / [], a2_scale [E] / []
   moe_experts_fp8_block(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids)
   moe_experts_int4(x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weights, topk_ids,
                    w13_perm=None, w2_perm=None)
+  linear_fp8(x, weight, weight_scale [S], input_scale [S], output_sizes [S]) -> [.., N]   (W8A8 static)
+  linear_gptq(x, qweight, qzeros, scales, g_idx) -> [.., N]                         (W4A16, as stored)
+
+The two linear ops are the torch reference on every device: on a GPU the engines' own quantized
+GEMMs serve linears; these are for platforms where an engine has none (CPU) and for the core.
 
 Importing this package imports neither an engine nor triton, nor anything of ``hunyuan_plugins.core``.
 """
@@ -120,8 +125,9 @@ def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
 def moe_experts_fp8(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
                     w2_scale: torch.Tensor, a13_scale: torch.Tensor, a2_scale: torch.Tensor,
                     topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
-    """Static per-tensor W8A8 FP8 (Tencent): e4m3 w13/w2, w13_scale [E, 2] (gate, up) or [E],
-    w2_scale [E], static activation scales a13/a2 ([] or per expert [E] -> max)."""
+    """Static per-tensor W8A8 FP8 (Tencent), exact per projection: e4m3 w13/w2, w13_scale [E, 2]
+    (gate, up) or [E], w2_scale [E]; static input scales a13 [E, 2] (gate, up) / [E] / [] and
+    a2 [E] / [] (``reference.expert_activation_scales``)."""
     return _impl("moe_experts_fp8", _ref.expert_mlp_fp8, x.device)(
         x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids)
 
@@ -154,3 +160,31 @@ _EXPERT_OPS = {
 for _name, (_op, _reference) in _EXPERT_OPS.items():
     _op.register_fake(lambda x, *rest: torch.empty_like(x))
     _register_cuda(_op, _name, _reference)
+
+
+# --------------------------------------------------------------------------- quantized linears
+
+
+@torch.library.custom_op("hunyuan::linear_fp8", mutates_args=())
+def linear_fp8(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor,
+               output_sizes: list[int]) -> torch.Tensor:
+    """Static per-tensor W8A8 linear (Tencent FP8), each of the S fused shards (``output_sizes``)
+    with its own weight and input scale: x [.., K] -> [.., N] in x.dtype."""
+    return _ref.linear_fp8(x, weight, weight_scale, input_scale, output_sizes)
+
+
+@linear_fp8.register_fake
+def _(x, weight, weight_scale, input_scale, output_sizes):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("hunyuan::linear_gptq", mutates_args=())
+def linear_gptq(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                g_idx: torch.Tensor) -> torch.Tensor:
+    """GPTQ v1 int4 W4A16 linear on the stored tensors: x [.., K] -> [.., N] in x.dtype."""
+    return _ref.linear_gptq(x, qweight, qzeros, scales, g_idx)
+
+
+@linear_gptq.register_fake
+def _(x, qweight, qzeros, scales, g_idx):
+    return x.new_empty(*x.shape[:-1], qweight.shape[1])

@@ -88,22 +88,44 @@ def _swiglu_expert_quantized(xs, w13_e, w2_e, quant_a13, quant_a2):
     return F.linear(quant_a2(h.float()), w2_e)
 
 
+def expert_activation_scales(a13_scale: torch.Tensor, a2_scale: torch.Tensor, num_experts: int
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Static activation scales of a layer's experts in canonical form: (a13 [E, 2] fp32, the
+    input scales of gate and up; a2 [E] fp32, of down). Accepted: ``[]`` / ``[1]`` (one scale for
+    every expert), ``[E]`` (one per expert; gate and up share it), and for a13 ``[E, 2]``. Each
+    expert's projections quantize their input with their own scale, as the checkpoint specifies."""
+    E = num_experts
+
+    def canon(s: torch.Tensor, name: str, parts: int) -> torch.Tensor:
+        s = s.float()
+        if s.numel() == 1:
+            return s.reshape(1, 1).expand(E, parts)
+        if tuple(s.shape) == (E,):
+            return s.reshape(E, 1).expand(E, parts)
+        if parts == 2 and tuple(s.shape) == (E, 2):
+            return s
+        allowed = "[], [1], [E]" + (" or [E, 2]" if parts == 2 else "")
+        raise ValueError(f"{name} must be {allowed} with E={E}, got shape {list(s.shape)}")
+
+    return canon(a13_scale, "a13_scale", 2), canon(a2_scale, "a2_scale", 1).reshape(E)
+
+
 def expert_mlp_fp8(x, w13, w2, w13_scale, w2_scale, a13_scale, a2_scale, topk_weights, topk_ids):
-    """Static per-tensor W8A8 FP8 (Tencent). w13/w2 e4m3 as in :func:`expert_mlp`; w13_scale
-    [E, 2] (gate, up) or [E] / [E, 1]; w2_scale [E] / [E, 1]; a13/a2_scale: static activation
-    scales ([] / [1]; per expert [E] collapses to the max, as the kernels do)."""
+    """Static per-tensor W8A8 FP8 (Tencent), exact per projection. w13/w2 e4m3 as in
+    :func:`expert_mlp`; w13_scale [E, 2] (gate, up) or [E] / [E, 1]; w2_scale [E] / [E, 1];
+    static activation scales as :func:`expert_activation_scales` accepts them: expert e's gate
+    projection quantizes its input with a13[e, 0], up with a13[e, 1], down with a2[e]."""
     E, two_i, _ = w13.shape
     s13 = w13_scale.float().reshape(E, -1).expand(E, 2)
     s2 = w2_scale.float().reshape(E)
-    a13, a2 = a13_scale.float().amax(), a2_scale.float().amax()
+    a13, a2 = expert_activation_scales(a13_scale, a2_scale, E)
     inter = two_i // 2
 
     def expert(e, xs):
-        gate = fp8.dequantize(w13[e, :inter], s13[e, 0])
-        up = fp8.dequantize(w13[e, inter:], s13[e, 1])
-        return _swiglu_expert_quantized(
-            xs, torch.cat([gate, up]), fp8.dequantize(w2[e], s2[e]),
-            lambda a: fp8.fake_quant_activation(a, a13), lambda a: fp8.fake_quant_activation(a, a2))
+        gate = F.linear(fp8.fake_quant_activation(xs.float(), a13[e, 0]), fp8.dequantize(w13[e, :inter], s13[e, 0]))
+        up = F.linear(fp8.fake_quant_activation(xs.float(), a13[e, 1]), fp8.dequantize(w13[e, inter:], s13[e, 1]))
+        h = (F.silu(gate) * up).to(xs.dtype)  # the kernel's stored intermediate
+        return F.linear(fp8.fake_quant_activation(h.float(), a2[e]), fp8.dequantize(w2[e], s2[e]))
 
     return routed_sum(x, topk_weights, topk_ids, expert)
 
@@ -134,3 +156,39 @@ def expert_mlp_int4(x, w13_qweight, w13_scales, w2_qweight, w2_scales, topk_weig
         return F.linear(h, w2.to(xs.dtype))
 
     return routed_sum(x, topk_weights, topk_ids, expert)
+
+
+# --------------------------------------------------------------------------- #
+# Quantized linears (references for hunyuan::linear_fp8 / linear_gptq)
+# --------------------------------------------------------------------------- #
+
+def linear_fp8(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor,
+               output_sizes: list[int]) -> torch.Tensor:
+    """Static per-tensor W8A8 linear, exact per logical shard: ``weight`` e4m3 [N, K] holds S shards
+    of ``output_sizes`` rows (q/k/v or gate/up fused, or one), shard s dequantised with
+    ``weight_scale[s]`` and multiplied with x quantized by ``input_scale[s]``. fp32 math, x.dtype out."""
+    S = len(output_sizes)
+    if sum(output_sizes) != weight.shape[0]:
+        raise ValueError(f"output_sizes {list(output_sizes)} do not add up to the weight's {weight.shape[0]} rows")
+    ws, xs = weight_scale.float().reshape(-1), input_scale.float().reshape(-1)
+    if ws.numel() == 1 and S > 1:
+        ws = ws.expand(S)
+    if xs.numel() == 1 and S > 1:
+        xs = xs.expand(S)
+    if ws.numel() != S or xs.numel() != S:
+        raise ValueError(f"weight_scale {list(weight_scale.shape)} and input_scale {list(input_scale.shape)} "
+                         f"must hold one scale per shard ({S}) or one in all")
+    x32 = x.float()
+    outs, row = [], 0
+    for s, n in enumerate(output_sizes):
+        w = fp8.dequantize(weight[row:row + n], ws[s])
+        outs.append(F.linear(fp8.fake_quant_activation(x32, xs[s]), w))
+        row += n
+    return torch.cat(outs, dim=-1).to(x.dtype)
+
+
+def linear_gptq(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                g_idx: torch.Tensor) -> torch.Tensor:
+    """GPTQ v1 int4 W4A16 linear on the tensors as stored (see :mod:`hunyuan_plugins.quant.gptq`):
+    the weight dequantised exactly to x.dtype, activations untouched."""
+    return F.linear(x, gptq.dequantize(qweight, qzeros, scales, g_idx, x.dtype))

@@ -7,8 +7,8 @@
   A format owns its tensor suffixes and dtypes, shapes, config fields, (de)quantisation and
   activation semantics. Adding one = a new module that calls :func:`register`, plus its import at
   the bottom of this file.
-* :func:`plan` -- THE rule deciding how a checkpoint's format runs on a platform (the engine's
-  own kernels, ours, or dequantised at load). Every adapter calls it once per model build.
+* :func:`plan` -- THE rule deciding how a checkpoint's format runs (quantized through the engine's
+  quantized layers, or dequantised at load). Every adapter calls it once per model build.
 * ``stream.py`` -- load-time dequantisation of a canonical weight stream.
 
 Nothing here imports an engine, the core or the ops.
@@ -82,6 +82,14 @@ class QuantFormat:
     def quantize(self, spec: QuantSpec, prefix: str, w: Tensor) -> dict[str, Tensor]:
         """Tensors ``{<prefix>.<suffix>: tensor}`` of one linear ``w`` [out, in] (tiny checkpoints)."""
         raise NotImplementedError
+
+    #: suffixes whose *values* :meth:`check_values` checks (read at validation, so keep them small)
+    checked_suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def check_values(self, spec: QuantSpec, suffix: str, tensor: Tensor) -> str | None:
+        """What is wrong with the values of a stored ``<prefix>.<suffix>`` (one of
+        :attr:`checked_suffixes`) under ``spec``, or None when they are consistent with it."""
+        return None
 
     def require(self, tensors: Mapping[str, Tensor], needed: tuple[str, ...]) -> None:
         missing = [s for s in needed if s not in tensors]
@@ -211,7 +219,8 @@ def checkpoint_quantization(model_path: str) -> dict | None:
 
 class Runtime(str, enum.Enum):
     UNQUANTIZED = "unquantized"
-    ENGINE = "engine"            # the engine's own quantized layers and kernels read the tensors as stored
+    QUANTIZED = "quantized"      # the engine's quantized layers load the tensors as stored; per layer
+                                 # kind the adapter runs the engine's kernel or torch.ops.hunyuan
     DEQUANTIZED = "dequantized"  # layers built unquantized; each projection dequantised as it loads
 
 
@@ -231,13 +240,13 @@ class QuantPlan:
     def dequantize(self) -> bool:
         return self.runtime is Runtime.DEQUANTIZED
 
-    def describe(self, engine_kernels: str = "engine") -> str:
-        """One phrase for the model's start-up log line."""
+    def describe(self, kernels: str = "engine kernels") -> str:
+        """One phrase for the model's start-up log line; ``kernels`` says what runs each layer kind."""
         if self.runtime is Runtime.UNQUANTIZED:
-            return "unquantized"
+            return f"unquantized; {kernels}"
         if self.runtime is Runtime.DEQUANTIZED:
-            return f"{self.method} checkpoint dequantised at load ({self.reason})"
-        return f"{engine_kernels} kernels"
+            return f"{self.method} checkpoint dequantised at load ({self.reason}); {kernels}"
+        return f"{self.method} ({self.spec.format.activations}) loaded quantized; {kernels}"
 
 
 def dequantize_env(engine: str) -> str:
@@ -245,29 +254,31 @@ def dequantize_env(engine: str) -> str:
     return f"HUNYUAN_{engine.upper()}_DEQUANTIZE"
 
 
-def plan(quantization_config: Mapping[str, Any] | None, *, engine: str, on_cpu: bool,
+def plan(quantization_config: Mapping[str, Any] | None, *, engine: str, on_cpu: bool = False,
          engine_has_config: bool = True) -> QuantPlan:
-    """THE rule for how a checkpoint's quantization runs in ``engine`` on this platform.
+    """THE rule for how a checkpoint's quantization runs in ``engine``.
 
     * no ``quantization_config``: unquantized;
-    * the engine was not given the config (hidden with ``--hf-overrides`` / ``--json-model-override-args``
-      so it accepts fp32): only the plugin can read the files, so dequantise at load;
-    * ``HUNYUAN_<ENGINE>_DEQUANTIZE=1|0`` forces either way;
-    * on CPU the engines have no kernels for these formats: dequantise at load;
-    * otherwise the engine's own quantized layers run the checkpoint as stored (GPU; unverified here).
+    * the engine was not given the config (hidden with ``--hf-overrides`` / ``--json-model-override-args``):
+      only the plugin can read the files, so dequantise at load (weight-only: for FP8 this drops the
+      W8A8 activation quantization the checkpoint specifies, and the log says so);
+    * ``HUNYUAN_<ENGINE>_DEQUANTIZE=1`` forces that too (``=0``, the default, never);
+    * otherwise quantized, on every platform: the engine's quantized layers load the tensors as
+      stored, and each layer kind computes with the engine's kernel where it has one for the
+      platform, else with ``torch.ops.hunyuan`` (the adapter decides per kind; ``on_cpu`` is kept
+      for callers and no longer changes the answer).
     """
     spec = QuantSpec.from_hf(quantization_config)
     if spec is None:
         return QuantPlan(None, Runtime.UNQUANTIZED)
     if not engine_has_config:
         return QuantPlan(spec, Runtime.DEQUANTIZED, "the engine was not given the quantization config")
-    forced = os.environ.get(dequantize_env(engine))
-    if forced is not None:
-        return (QuantPlan(spec, Runtime.DEQUANTIZED, f"{dequantize_env(engine)}=1") if forced == "1"
-                else QuantPlan(spec, Runtime.ENGINE, f"{dequantize_env(engine)}={forced}"))
-    if on_cpu:
-        return QuantPlan(spec, Runtime.DEQUANTIZED, f"no {spec.method} kernels on this platform")
-    return QuantPlan(spec, Runtime.ENGINE)
+    forced = os.environ.get(dequantize_env(engine), "0")
+    if forced not in ("0", "1"):
+        raise ValueError(f"{dequantize_env(engine)}={forced!r} must be 0 or 1")
+    if forced == "1":
+        return QuantPlan(spec, Runtime.DEQUANTIZED, f"{dequantize_env(engine)}=1")
+    return QuantPlan(spec, Runtime.QUANTIZED)
 
 
 # The formats register themselves on import (after everything above is defined).

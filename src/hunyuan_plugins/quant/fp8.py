@@ -14,6 +14,7 @@ dynamic per-token-group scales), which our kernels support beside Tencent's per-
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Mapping
 
 import torch
@@ -159,6 +160,16 @@ class TencentFP8(QuantFormat):
 
     def quantize(self, spec: QuantSpec, prefix: str, w: Tensor) -> dict[str, Tensor]:
         q, scale = quantize(w)
-        # static activation scale: calibrated on unit-rms activations, as AngelSlim would on real data
-        calib = torch.randn(64, w.shape[1], generator=torch.Generator().manual_seed(w.shape[0] * 31 + w.shape[1]))
-        return {f"{prefix}.weight": q, f"{prefix}.weight_scale": scale, f"{prefix}.input_scale": input_scale(calib)}
+        return {f"{prefix}.weight": q, f"{prefix}.weight_scale": scale,
+                f"{prefix}.input_scale": input_scale(_calibration_input(prefix, w.shape[1]))}
+
+
+def _calibration_input(prefix: str, in_features: int) -> Tensor:
+    """Stand-in calibration activations for one linear of a tiny checkpoint, as AngelSlim's static
+    observer would see them: projections that read the same input (q/k/v; an expert's gate/up) see
+    the same tensor, so they get the same input_scale; every other input (each expert's tokens, the
+    down projections) its own, with amplitudes that differ by up to 2x."""
+    shared = prefix.replace(".k_proj", ".q_proj").replace(".v_proj", ".q_proj").replace(".up_proj", ".gate_proj")
+    g = torch.Generator().manual_seed(zlib.crc32(shared.encode()))
+    amplitude = 0.6 + 0.6 * torch.rand((), generator=g)
+    return torch.randn(64, in_features, generator=g) * amplitude

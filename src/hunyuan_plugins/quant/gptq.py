@@ -373,6 +373,26 @@ class GPTQInt4(QuantFormat):
     def shapes(self, spec, out_features: int, in_features: int) -> dict[str, tuple[int, ...]]:
         return shapes(out_features, in_features, 128 if spec is None or spec.group_size is None else spec.group_size)
 
+    checked_suffixes = ("g_idx",)
+
+    def check_values(self, spec: QuantSpec, suffix: str, tensor: Tensor) -> str | None:
+        """``g_idx`` must match ``desc_act``: without act order (or with ``static_groups``) input row
+        i is in group i // group_size; with act order every group holds exactly group_size rows."""
+        K = tensor.shape[0]
+        G = _resolve_group_size(128 if spec.group_size is None else spec.group_size, K)
+        g = tensor.to(torch.int64)
+        contiguous = torch.arange(K) // G
+        if not spec.desc_act or spec.static_groups:
+            if not torch.equal(g, contiguous):
+                why = "static_groups: true" if spec.desc_act else "desc_act: false"
+                return (f"is not contiguous groups (row i in group i // {G}) as quantization_config "
+                        f"{why} requires" + (" (it looks like act order: set desc_act: true)"
+                                             if torch.equal(torch.sort(g).values, contiguous) else ""))
+            return None
+        if not torch.equal(torch.sort(g).values, contiguous):
+            return f"does not put exactly {G} input rows in each of {-(-K // G)} groups (desc_act: true)"
+        return None
+
     def dequantize(self, spec, tensors: Mapping[str, Tensor], dtype: torch.dtype) -> Tensor:
         self.require(tensors, ("qweight", "qzeros", "scales", "g_idx"))
         return dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], tensors["g_idx"], dtype)

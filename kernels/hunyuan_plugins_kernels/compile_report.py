@@ -69,7 +69,9 @@ def expert_weights(fmt: str, E: int, H: int, I: int) -> tuple[X.ExpertWeights, t
     if fmt == "fp8":
         return X.prepare_fp8_per_tensor(_meta(E, 2 * I, H, dtype=f8), _meta(E, H, I, dtype=f8),
                                         _meta(E, 2, dtype=torch.float32), _meta(E, 1, dtype=torch.float32),
-                                        _meta(1, dtype=torch.float32), _meta(1, dtype=torch.float32)), act
+                                        # input scales per expert and per gate / up (the exact
+                                        # form, which quantizes A twice: the heavier variant)
+                                        _meta(E, 2, dtype=torch.float32), _meta(E, dtype=torch.float32)), act
     if fmt == "fp8_block":
         return X.prepare_fp8_block(_meta(E, 2 * I, H, dtype=f8), _meta(E, H, I, dtype=f8),
                                    _meta(E, 2 * I // 128, H // 128, dtype=torch.float32),

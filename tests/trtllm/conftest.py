@@ -43,11 +43,20 @@ def trt_standin():
     import trtllm_stand_in as stand_in
 
     stand_in.install()
-    sys.modules.pop("hunyuan_plugins.trtllm.model", None)
+    _forget_model_module()
     # what the adapter's import does when TensorRT-LLM is present (it may have been imported earlier
     # in the session without one): register the config dialect and the model classes
     importlib.import_module("hunyuan_plugins.trtllm").register()
     model = sys.modules["hunyuan_plugins.trtllm.model"]
     yield stand_in, model
-    sys.modules.pop("hunyuan_plugins.trtllm.model", None)
+    _forget_model_module()
     stand_in.uninstall()
+
+
+def _forget_model_module():
+    """Drop hunyuan_plugins.trtllm.model so the next import re-runs it (and registers on the current
+    stand-in): from sys.modules and from its package, or `from ... import model` returns the old one."""
+    sys.modules.pop("hunyuan_plugins.trtllm.model", None)
+    pkg = sys.modules.get("hunyuan_plugins.trtllm")
+    if pkg is not None and "model" in vars(pkg):
+        delattr(pkg, "model")

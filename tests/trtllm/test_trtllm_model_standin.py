@@ -177,9 +177,9 @@ def test_gptq_int4_w4a16_and_our_int4_experts(trt_standin, tmp_path):
 
 
 def test_our_expert_ops_inside_trtllm_classes(trt_standin, tiny, monkeypatch):
-    """HUNYUAN_TRTLLM_MOE=hunyuan: routed experts through hunyuan::moe_route / hunyuan::moe_experts."""
+    """HUNYUAN_MOE_BACKEND=hunyuan: routed experts through hunyuan::moe_route / hunyuan::moe_experts."""
     stand_in, mod = trt_standin
-    monkeypatch.setenv("HUNYUAN_TRTLLM_MOE", "hunyuan")
+    monkeypatch.setenv("HUNYUAN_MOE_BACKEND", "hunyuan")
     for model in ("a13b", "large"):
         path = tiny(model)
         trt = build(trt_standin, path)

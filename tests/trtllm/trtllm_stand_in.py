@@ -13,9 +13,15 @@ constructor and forward signatures follow the 1.2.x source (keyword-only ``Atten
 ``create_moe(routing_method, num_experts, hidden_size, intermediate_size, dtype, reduce_results,
 model_config, ...)`` with VANILLA ``E.w1/w2/w3`` expert weights, ``RopeParams``/``RotaryEmbedding``,
 ``DecoderModelForCausalLM(model, *, config, hidden_size, vocab_size)``, ``register_auto_model``).
-The attention backend is a per-layer-slot contiguous KV cache, single sequence; the "executor"
-(:func:`run_forward`) sizes the cache from ``num_hidden_layers`` / ``num_key_value_heads`` like
-TensorRT-LLM's KV-cache creator. Nothing here says anything about TensorRT-LLM's kernels.
+Quantized layers: W4A16 (``W4A16_AWQ_LinearMethod``) and FP8 QDQ (``FP8QDQLinearMethod``) linears,
+the FP8 QDQ MoE (``CutlassFusedMoE`` + ``FP8QDQFusedMoEMethod``), with their loaders' rescaling. The
+post-construction steps run in the real order (metaclass: ``__post_init__`` then ``__pp_init__``;
+:func:`load_model`: ``load_weights`` then ``post_load_weights``), including pipeline parallelism
+(``skip_forward`` / ``remove_weights`` / send-receive wrappers; :func:`run_forward` runs a list of
+PP ranks in sequence). The attention backend is a per-layer-slot contiguous KV cache, single
+sequence; the "executor" (:func:`run_forward`) sizes the cache from ``num_hidden_layers`` /
+``num_key_value_heads`` like TensorRT-LLM's KV-cache creator. Nothing here says anything about
+TensorRT-LLM's kernels.
 Only TP size 1 is exercised by the forward tests (sharding code is exercised by load_weights).
 """
 
@@ -69,6 +75,25 @@ class Mapping:
     @property
     def tp_rank(self) -> int:
         return self.rank % self.tp_size
+
+    # real (mapping.py): pp_rank = rank // (tp_size * cp_size); cp_size is 1 here
+    @property
+    def pp_rank(self) -> int:
+        return self.rank // self.tp_size
+
+    def has_pp(self) -> bool:
+        return self.pp_size > 1
+
+    def is_first_pp_rank(self) -> bool:
+        return self.pp_rank == 0
+
+    def is_last_pp_rank(self) -> bool:
+        return self.pp_rank == self.pp_size - 1
+
+    def pp_layers(self, num_layers: int) -> List[int]:
+        # real (mapping.py, no pp_partition): "if num_layers % pp_size = n != 0, first n ranks get one
+        # extra layer" -- torch.tensor_split
+        return torch.tensor_split(torch.arange(num_layers), self.pp_size)[self.pp_rank].tolist()
 
 
 # ---------------------------------------------------------------- quantization
@@ -249,8 +274,23 @@ def _unpack_w4a16_runtime(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(s >= 8, s - 16, s)
 
 
+def static_quantize_e4m3_per_tensor(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """torch.ops.tensorrt_llm.static_quantize_e4m3_per_tensor (a CUDA kernel): x / scale, saturated to
+    +-448, rounded to e4m3. The saturation and the division (rather than a multiplication by a
+    reciprocal) are assumed: the kernel source was not read."""
+    return (x.float() / scale.float()).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+
+
+def scaled_mm(qx: torch.Tensor, qw_t: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
+              out_dtype: torch.dtype) -> torch.Tensor:
+    """torch.ops.trtllm.cublas_scaled_mm / cuda_scaled_mm: e4m3 x e4m3 GEMM, fp32 accumulation, the
+    product of the two per-tensor scales applied to the accumulator (assumed: cuBLASLt's FP8
+    scaled-GEMM semantics; the op's source was not read)."""
+    return ((qx.float() @ qw_t.float()) * (scale_a.float() * scale_b.float())).to(out_dtype)
+
+
 # follows: tensorrt_llm/_torch/modules/linear.py (Linear + UnquantizedLinearMethod /
-# W4A16_AWQ_LinearMethod; FP8QDQLinearMethod not modelled)
+# W4A16_AWQ_LinearMethod / FP8QDQLinearMethod)
 class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = None,
                  mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
@@ -297,7 +337,15 @@ class Linear(nn.Module):
                                              requires_grad=False)
             self.pre_quant_scale = None
         elif algo == QuantAlgo.FP8:
-            raise NotImplementedError("stand-in: FP8 QDQ Linear is not emulated")
+            # real: FP8QDQLinearMethod.create_weights (_torch/modules/linear.py): weight e4m3 (out, in),
+            # per-tensor fp32 scalars weight_scale, input_scale, inv_input_scale, plus kv_scales /
+            # inv_kv_scales (NVFP4 KV cache; unused here)
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn),
+                                       requires_grad=False)
+            for pname, init in (("weight_scale", torch.tensor(1.)), ("input_scale", torch.tensor(1.)),
+                                ("inv_input_scale", torch.tensor(1.)), ("kv_scales", torch.ones(3)),
+                                ("inv_kv_scales", torch.ones(3))):
+                setattr(self, pname, nn.Parameter(init.to(torch.float32), requires_grad=False))
         else:
             self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=self.dtype), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features, dtype=self.dtype)) if bias else None
@@ -309,6 +357,12 @@ class Linear(nn.Module):
         mode = self.weights_loading_config.weight_mode
         expected = {WeightMode.VANILLA: 1, WeightMode.FUSED_QKV_LINEAR: 3, WeightMode.FUSED_GATE_UP_LINEAR: 2}[mode]
         assert len(weights) == expected, f"{mode} expects {expected} weight dicts, got {len(weights)}"
+        # real: every quant method's loader copies into module.weight (copy_weight in the
+        # load_weights_*_helper functions); a module whose weights __pp_init__ removed has none,
+        # so loading it fails -- TensorRT-LLM's own loader never calls it (len(module._parameters) == 0)
+        _ = self.weight
+        if self.algo == QuantAlgo.FP8:
+            return self._load_fp8(weights, mode)
         for pname in ("weight", "weight_scale"):
             p = getattr(self, pname, None)
             if p is None:
@@ -329,7 +383,44 @@ class Linear(nn.Module):
                 load_weight_shard(pqs.reshape(1, -1), self.tp_size, self.tp_rank, flip).reshape(-1),
                 requires_grad=False)
 
+    def _load_fp8(self, weights: List[Dict], mode: WeightMode):
+        """real: FP8QDQLinearMethod.load_weights_vanilla / _fused_qkv_linear / _fused_gate_up_linear
+        (_torch/modules/linear.py). Vanilla: the stored weight and its two scalars. Fused: ONE input
+        scale, the max of the shards' input scales; ONE weight scale, the max of theirs; each shard's
+        weight dequantised in the module dtype (``.to(module.dtype) * weight_scale[i]``) and requantised
+        with the max (``/ max``, cast to e4m3, no clamp: |w * s_i / s_max| <= 448)."""
+        def scalars(key):
+            return [w[key].reshape([]).float() for w in weights if key in w]
+
+        input_scale, weight_scale = scalars("input_scale"), scalars("weight_scale")
+        parts = [self._shard(w["weight"]) for w in weights]
+        if mode == WeightMode.VANILLA:
+            full, ws = parts[0], weight_scale[0]
+        else:
+            ws = max(weight_scale)
+            deq = [p.to(self.dtype) * s for p, s in zip(parts, weight_scale)]
+            full = (torch.cat(deq) / ws).to(torch.float8_e4m3fn)
+        assert tuple(full.shape) == tuple(self.weight.shape), \
+            f"weight: {tuple(full.shape)} vs {tuple(self.weight.shape)}"
+        self.weight.data.copy_(full)
+        self.weight_scale.data.copy_(ws)
+        if input_scale:  # static quantization
+            self.input_scale.data.copy_(max(input_scale))
+            self.inv_input_scale.data = 1.0 / self.input_scale
+        else:  # real: dynamic quantization (input_scale = None); Tencent checkpoints are static
+            self.input_scale = None
+            self.inv_input_scale = None
+
     def forward(self, input, *, all_reduce_params=None, lora_params=None, layer_idx=None):
+        if self.algo == QuantAlgo.FP8:
+            # real: FP8QDQLinearMethod.apply -- static per-tensor quantization of the input with
+            # input_scale, then cublas_scaled_mm(qinput, weight.t(), scale_a=input_scale,
+            # scale_b=weight_scale, out_dtype=module.dtype or input.dtype); bias added after
+            if self.input_scale is None:
+                raise NotImplementedError("stand-in: dynamic FP8 activation quantization is not emulated")
+            qx = static_quantize_e4m3_per_tensor(input, self.input_scale)
+            out = scaled_mm(qx, self.weight.t(), self.input_scale, self.weight_scale, self.dtype or input.dtype)
+            return out if self.bias is None else out + self.bias
         if self.algo == QuantAlgo.W4A16_AWQ:
             g = self.weight.shape[0] // self.weight_scale.shape[0]
             w = _unpack_w4a16_runtime(self.weight).float() * self.weight_scale.float().repeat_interleave(g, dim=0)
@@ -354,6 +445,10 @@ class RMSNorm(nn.Module):
         out = self.weight * x.to(hidden_states.dtype)
         return out if residual is None else (out, residual)
 
+    def skip_forward(self, hidden_states, residual=None):
+        # assumed (rms_norm.py not read for this): a skipped norm passes its input through
+        return hidden_states if residual is None else (hidden_states, residual)
+
 
 # follows: tensorrt_llm/_torch/modules/embedding.py (LMHead; never quantized here: assumed)
 class LMHead(nn.Module):
@@ -376,11 +471,25 @@ class LMHead(nn.Module):
     def forward(self, input):
         return F.linear(input, self.weight)
 
+    def skip_forward(self, input):
+        # assumed (embedding.py not read for this): no logits on a rank without the LM head
+        return input.new_empty(*input.shape[:-1], 0)
+
 
 # follows: tensorrt_llm/_torch/modules/embedding.py
 class Embedding(LMHead):
+    def __init__(self, num_embeddings: int, embedding_dim: int, *args, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, *args, **kwargs)
+        self.embedding_dim = embedding_dim
+        self.embed_dtype = self.weight.dtype
+
     def forward(self, input):
         return F.embedding(input, self.weight)
+
+    def skip_forward(self, input):
+        # assumed (embedding.py not read for this): a rank without the embedding returns an empty
+        # [tokens, hidden] buffer, which the first layer of the rank fills from pp_recv
+        return torch.empty(*input.shape, self.embedding_dim, dtype=self.embed_dtype)
 
 
 # ---------------------------------------------------------------- modules.gated_mlp
@@ -491,11 +600,106 @@ class VanillaMoE(nn.Module):
         return out.to(x.dtype)
 
 
+# follows: tensorrt_llm/_torch/modules/fused_moe/fused_moe_cutlass.py (CutlassFusedMoE) with
+# fused_moe/quantization.py (FP8QDQFusedMoEMethod, load_activation_scales_fp8_qdq,
+# requantize_expert_w3_w1_weight_fp8_qdq); FP8 QDQ only. The fused CUTLASS kernel itself is assumed
+# (per expert: fc1 on the e4m3 input, dequant, SwiGLU, requant, fc2, dequant, weighted sum).
+class CutlassFusedMoE(nn.Module):
+    """TensorRT-LLM's FP8 per-tensor (QDQ) MoE as loaded by FP8QDQFusedMoEMethod: ONE fc31 input scale
+    for the whole layer (the max over every expert's w1 and w3 input scales), ONE fc2 input scale (the
+    max over every w2 input scale), and each expert's w3/w1 requantised to max(w1_scale, w3_scale)."""
+
+    def __init__(self, *, routing_method, num_experts, hidden_size, intermediate_size, dtype=None,
+                 reduce_results=False, model_config=None, weight_loading_mode=MoEWeightLoadingMode.VANILLA,
+                 layer_idx=None):
+        super().__init__()
+        model_config = model_config or ModelConfig()
+        self.quant_config = model_config.quant_config
+        if self.quant_config.quant_algo != QuantAlgo.FP8:
+            raise NotImplementedError(
+                f"stand-in: CutlassFusedMoE emulates FP8 QDQ only, not {self.quant_config.quant_algo}")
+        if model_config.mapping.moe_ep_size > 1 or model_config.mapping.moe_tp_size > 1:
+            raise NotImplementedError("stand-in: CutlassFusedMoE emulates moe_tp_size = moe_ep_size = 1 only")
+        self.routing_method = routing_method
+        self.num_experts, self.hidden_size, self.intermediate_size = num_experts, hidden_size, intermediate_size
+        self.dtype = dtype or torch.float32
+        self.moe_backend = model_config.moe_backend
+        E, I, H = num_experts, intermediate_size, hidden_size
+        # real create_weights: w3_w1_weight (E, 2I, H) e4m3 (w3 rows first), w2_weight (E, H, I) e4m3,
+        # fc31_dequant (E), fc2_dequant (E), fc2_quant (), fc31_input_dequant ()
+        self.w3_w1_weight = nn.Parameter(torch.empty(E, 2 * I, H, dtype=torch.float8_e4m3fn), requires_grad=False)
+        self.w2_weight = nn.Parameter(torch.empty(E, H, I, dtype=torch.float8_e4m3fn), requires_grad=False)
+        self.fc31_dequant = nn.Parameter(torch.empty(E), requires_grad=False)
+        self.fc2_dequant = nn.Parameter(torch.empty(E), requires_grad=False)
+        self.fc2_quant = nn.Parameter(torch.tensor(1.), requires_grad=False)
+        self.fc31_input_dequant = nn.Parameter(torch.tensor(1.), requires_grad=False)
+
+    def load_weights(self, weights: List[Dict]):
+        assert len(weights) == 1
+        w = weights[0]
+        E, I = self.num_experts, self.intermediate_size
+        _ = self.w3_w1_weight  # removed by __pp_init__: AttributeError, as the real loader's copies
+        fc31_in = torch.empty(E, 2)
+        fc2_in = torch.empty(E)
+        w31_scale = torch.empty(E, 2)
+        w2_scale = torch.empty(E)
+        for e in range(E):
+            self.w3_w1_weight.data[e].copy_(torch.cat([w[f"{e}.w3.weight"], w[f"{e}.w1.weight"]]))
+            self.w2_weight.data[e].copy_(w[f"{e}.w2.weight"])
+            # load_activation_scales_fp8_qdq / load_expert_fc31_input_scale_fp8_qdq: both w1 and w3 input scales
+            fc31_in[e, 0] = w[f"{e}.w1.input_scale"].reshape([]).float()
+            fc31_in[e, 1] = w[f"{e}.w3.input_scale"].reshape([]).float()
+            fc2_in[e] = w[f"{e}.w2.input_scale"].reshape([]).float()
+            w31_scale[e, 0] = w[f"{e}.w1.weight_scale"].reshape([]).float()
+            w31_scale[e, 1] = w[f"{e}.w3.weight_scale"].reshape([]).float()
+            w2_scale[e] = w[f"{e}.w2.weight_scale"].reshape([]).float()
+        # process_weights_after_loading (assumed to run at the end of load_weights, as in the source read)
+        max_fc31_in, max_fc2_in = fc31_in.max(), fc2_in.max()
+        for e in range(E):  # requantize_expert_w3_w1_weight_fp8_qdq
+            s1, s3 = w31_scale[e, 0], w31_scale[e, 1]
+            smax = max(s1, s3)
+            w3 = self.w3_w1_weight.data[e, :I].to(self.dtype) * s3
+            w1 = self.w3_w1_weight.data[e, I:].to(self.dtype) * s1
+            self.w3_w1_weight.data[e, :I].copy_((w3 / smax).to(torch.float8_e4m3fn))
+            self.w3_w1_weight.data[e, I:].copy_((w1 / smax).to(torch.float8_e4m3fn))
+        self.fc31_dequant.data.copy_(w31_scale.max(dim=1).values * max_fc31_in)
+        self.fc2_quant.data.copy_(max_fc2_in.reciprocal())
+        self.fc2_dequant.data.copy_(w2_scale * max_fc2_in)
+        self.fc31_input_dequant.data.copy_(max_fc31_in)
+        # the kernel quantizes the SwiGLU output by multiplying with fc2_quant = 1 / max_fc2_in; the
+        # stand-in divides by max_fc2_in (as static_quantize_e4m3_per_tensor does): assumed equivalent
+        self.fc2_input_scale = max_fc2_in.clone()
+
+    def post_load_weights(self):
+        # real (FP8QDQFusedMoEMethod.post_load_weights): with moe_backend CUTLASS, pads w3_w1 / w2 to
+        # the FP8 GEMM alignment (rows 32, columns 16) -- zero padding, no numerical effect: not modelled
+        self.post_load_weights_calls = getattr(self, "post_load_weights_calls", 0) + 1
+
+    def forward(self, x, router_logits, do_finalize=True, output_dtype=None, all_rank_num_tokens=None,
+                use_dp_padding=None, **kwargs):
+        ids, scales = self.routing_method.apply(router_logits)
+        out = torch.zeros(x.shape[0], self.hidden_size, dtype=torch.float32)
+        I = self.intermediate_size
+        qx = static_quantize_e4m3_per_tensor(x, self.fc31_input_dequant)
+        for e in torch.unique(ids).tolist():
+            tok, slot = (ids == e).nonzero(as_tuple=True)
+            h = (qx[tok].float() @ self.w3_w1_weight[e].float().t()) * self.fc31_dequant[e]
+            h = (F.silu(h[:, I:]) * h[:, :I]).to(x.dtype)
+            q2 = static_quantize_e4m3_per_tensor(h, self.fc2_input_scale)
+            y = (q2.float() @ self.w2_weight[e].float().t()) * self.fc2_dequant[e]
+            out.index_add_(0, tok, y * scales[tok, slot, None].float())
+        return out.to(x.dtype)
+
+
+# follows: tensorrt_llm/_torch/modules/fused_moe/create_moe.py (the backend by model_config.moe_backend;
+# the stand-in: VanillaMoE for unquantized layers, CutlassFusedMoE for FP8 QDQ)
 def create_moe(routing_method, num_experts, hidden_size, intermediate_size, dtype=None, reduce_results=False,
                model_config=ModelConfig(), override_quant_config=None, aux_stream_dict=None,
                weight_loading_mode=MoEWeightLoadingMode.VANILLA, bias=False, apply_router_weight_on_input=False,
                layer_idx=None, swiglu_alpha=None, swiglu_beta=None, swiglu_limit=None):
-    return VanillaMoE(routing_method=routing_method, num_experts=num_experts, hidden_size=hidden_size,
+    quant = (override_quant_config or model_config.quant_config).quant_algo
+    cls = CutlassFusedMoE if quant == QuantAlgo.FP8 else VanillaMoE
+    return cls(routing_method=routing_method, num_experts=num_experts, hidden_size=hidden_size,
                       intermediate_size=intermediate_size, dtype=dtype, reduce_results=reduce_results,
                       model_config=model_config, weight_loading_mode=weight_loading_mode, layer_idx=layer_idx)
 
@@ -632,9 +836,16 @@ class Attention(nn.Module):
                            layer_idx=self.layer_idx)
 
 
-# follows: tensorrt_llm/_torch/modules/decoder_layer.py
+# follows: tensorrt_llm/_torch/modules/decoder_layer.py (DecoderLayer: abstract forward with
+# residual=... (Ellipsis) meaning "no residual passed"; skip_forward returns its input unchanged)
 class DecoderLayer(nn.Module):
-    pass
+    def forward(self, position_ids, hidden_states, attn_metadata, residual=..., **kwargs):
+        raise NotImplementedError
+
+    def skip_forward(self, position_ids, hidden_states, attn_metadata, residual=..., **kwargs):
+        if residual is ...:
+            return hidden_states
+        return hidden_states, residual
 
 
 # ---------------------------------------------------------------- models.modeling_utils
@@ -653,11 +864,122 @@ TModel = TypeVar("TModel")
 TConfig = TypeVar("TConfig")
 
 
+# ---- pipeline parallelism: follows tensorrt_llm/_torch/models/modeling_utils.py (iter_modules,
+# remove_weights, skip_forward, forward_after_recv, forward_before_send, DecoderModel.__pp_init__);
+# pp_send / pp_recv (_torch/distributed/communicator.py) are an in-process queue here
+PP_CHANNEL: List[torch.Tensor] = []
+
+
+def pp_send(t: torch.Tensor) -> None:
+    PP_CHANNEL.append(t.detach().clone())
+
+
+def pp_recv(t: torch.Tensor) -> None:
+    src = PP_CHANNEL.pop(0)
+    assert src.shape == t.shape, f"pp_recv into {tuple(t.shape)} of a {tuple(src.shape)} tensor"
+    t.copy_(src)
+
+
+def iter_modules(module: nn.Module, ignore_modules: Optional[List[nn.Module]] = None):
+    ignore_modules = ignore_modules or []
+    ignore_names = []
+    for name, mod in module.named_modules():
+        if mod in ignore_modules:
+            ignore_names.append(name)
+        elif any(name.startswith(n) for n in ignore_names):
+            continue
+        else:
+            yield mod
+
+
+def remove_weights(module: nn.Module, ignore_modules: Optional[List[nn.Module]] = None):
+    """real: parameters and buffers of every submodule (but the ignored ones) dropped, and
+    ``_weights_removed`` set (read by the model loader before post_load_weights)."""
+    for mod in iter_modules(module, ignore_modules):
+        mod._parameters.clear()
+        mod._buffers.clear()
+        mod._weights_removed = True
+
+
+def skip_forward(module: nn.Module, ignore_modules: Optional[List[nn.Module]] = None):
+    if hasattr(module, "skip_forward"):
+        module.forward = module.skip_forward
+        remove_weights(module, ignore_modules)
+    else:  # real: a logger warning, and the module keeps running
+        SKIP_FORWARD_WARNINGS.append(type(module).__name__)
+
+
+SKIP_FORWARD_WARNINGS: List[str] = []
+
+
+def forward_after_recv(forward_fn):
+    def forward_after_recv_fn(position_ids, hidden_states, attn_metadata, residual=..., **kwargs):
+        pp_recv(hidden_states)
+        if residual is not ...:
+            if residual is None:
+                residual = torch.empty_like(hidden_states)
+            pp_recv(residual)
+        return forward_fn(position_ids, hidden_states, attn_metadata, residual=residual, **kwargs)
+    return forward_after_recv_fn
+
+
+def forward_before_send(forward_fn):
+    def forward_before_send_fn(position_ids, hidden_states, attn_metadata, residual=..., **kwargs):
+        output = forward_fn(position_ids, hidden_states, attn_metadata, residual=residual, **kwargs)
+        if residual is not ...:
+            hidden_states, residual = output
+            pp_send(hidden_states)
+            pp_send(residual)
+        else:
+            pp_send(output)
+        return output
+    return forward_before_send_fn
+
+
 # follows: tensorrt_llm/_torch/models/modeling_utils.py
 class DecoderModel(nn.Module):
     def __init__(self, model_config: ModelConfig):
         super().__init__()
         self.model_config = model_config
+        self.prologue = []
+        self.epilogue = []
+        self.keep_embed_tokens = False
+
+    def __pp_init__(self):
+        """real DecoderModel.__pp_init__: embed_tokens / norm skipped outside the first / last PP rank;
+        every layer outside ``mapping.pp_layers`` skipped (its forward = skip_forward, its weights
+        removed; the layer right after this rank's last keeps its input_layernorm); this rank's first
+        layer receives the hidden states, its last one sends them."""
+        mapping = self.model_config.mapping
+        if not mapping.has_pp():
+            return
+        if hasattr(self, "embed_tokens") and not self.keep_embed_tokens:
+            self.prologue.append(self.embed_tokens)
+        if hasattr(self, "norm"):
+            self.epilogue.append(self.norm)
+        if not mapping.is_first_pp_rank():
+            for module in self.prologue:
+                skip_forward(module)
+        if not mapping.is_last_pp_rank():
+            for module in self.epilogue:
+                skip_forward(module)
+        n = self.model_config.pretrained_config.num_hidden_layers
+        assert n >= mapping.pp_size, f"{n} layers are not enough for PP{mapping.pp_size}"
+        pp_layer_list = mapping.pp_layers(n)
+        has_pp_layer = len(pp_layer_list) > 0
+        for layer_idx in range(n):
+            layer = self.layers[layer_idx]
+            is_last_layer = layer_idx == n - 1
+            if layer_idx not in pp_layer_list:
+                is_next_pp_layer = has_pp_layer and layer_idx - 1 == pp_layer_list[-1]
+                keep = is_next_pp_layer and hasattr(layer, "input_layernorm")
+                skip_forward(layer, ignore_modules=[layer.input_layernorm] if keep else None)
+            is_first_pp_layer = (not has_pp_layer and is_last_layer) or (has_pp_layer and layer_idx == pp_layer_list[0])
+            if is_first_pp_layer and not mapping.is_first_pp_rank():
+                layer.forward = forward_after_recv(layer.forward)
+            is_last_pp_layer = (not has_pp_layer and is_last_layer) or (has_pp_layer and layer_idx == pp_layer_list[-1])
+            if is_last_pp_layer and not mapping.is_last_pp_rank():
+                layer.forward = forward_before_send(layer.forward)
 
 
 class LogitsProcessor(nn.Module):
@@ -667,8 +989,18 @@ class LogitsProcessor(nn.Module):
         return lm_head(hidden_states).float()
 
 
-# follows: tensorrt_llm/_torch/models/modeling_utils.py (no __pp_init__ / post_load_weights)
-class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig]):
+# follows: tensorrt_llm/_torch/models/modeling_utils.py (PostInitCaller: after __init__, the
+# metaclass runs __post_init__ (quantization exclusions, create_weights) and then __pp_init__)
+class PostInitCaller(type):
+    def __call__(cls, *args, **kwargs):
+        obj = type.__call__(cls, *args, **kwargs)
+        obj.__post_init__()
+        obj.__pp_init__()
+        return obj
+
+
+# follows: tensorrt_llm/_torch/models/modeling_utils.py
+class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig], metaclass=PostInitCaller):
     def __init__(self, model: TModel, *, config: ModelConfig, hidden_size: int, vocab_size: int):
         super().__init__()
         self.model_config = config
@@ -677,6 +1009,23 @@ class DecoderModelForCausalLM(nn.Module, Generic[TModel, TConfig]):
                               mapping=config.mapping, tensor_parallel_mode=TensorParallelMode.COLUMN,
                               gather_output=True)
         self.logits_processor = LogitsProcessor()
+        self.prologue = []
+        self.epilogue = [self.lm_head]
+
+    def __post_init__(self):
+        post_init(self, self.model_config)
+
+    def __pp_init__(self):
+        mapping = self.model_config.mapping
+        if not mapping.has_pp():
+            return
+        if not mapping.is_first_pp_rank():
+            for module in self.prologue:
+                skip_forward(module)
+        if not mapping.is_last_pp_rank():
+            for module in self.epilogue:
+                skip_forward(module)
+        self.model.__pp_init__()
 
     @property
     def config(self):
@@ -712,10 +1061,21 @@ class AutoModelForCausalLM:
         if arch not in MODEL_CLASS_MAPPING:
             raise ValueError(f"Unknown architecture for AutoModelForCausalLM: {arch}")
         # real (modeling_auto.py): weights are created after construction, for DecoderModelForCausalLM
+        # (its metaclass runs __post_init__, then __pp_init__)
         config.skip_create_weights_in_init = True
-        model = MODEL_CLASS_MAPPING[arch](config)
-        post_init(model, config)
-        return model
+        return MODEL_CLASS_MAPPING[arch](config)
+
+
+# follows: tensorrt_llm/_torch/pyexecutor/model_loader.py (ModelLoader.load, LoadFormat.AUTO)
+def load_model(config: ModelConfig, weights: Dict[str, torch.Tensor]):
+    """from_config, model.load_weights(weights), then post_load_weights() on every module that has
+    one and whose weights were not removed by __pp_init__ (``_weights_removed``)."""
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_weights(weights)
+    for module in model.modules():
+        if hasattr(module, "post_load_weights") and not getattr(module, "_weights_removed", False):
+            module.post_load_weights()
+    return model.eval()
 
 
 # ---------------------------------------------------------------- installing under the real paths
@@ -745,6 +1105,7 @@ _MODULES = {
     "tensorrt_llm._torch.modules.fused_moe": {
         "create_moe": create_moe, "RenormalizeMoeRoutingMethod": RenormalizeMoeRoutingMethod,
         "DefaultMoeRoutingMethod": DefaultMoeRoutingMethod, "VanillaMoE": VanillaMoE,
+        "CutlassFusedMoE": CutlassFusedMoE,
         "MoEWeightLoadingMode": MoEWeightLoadingMode},
     "tensorrt_llm._torch.modules.gated_mlp": {"GatedMLP": GatedMLP},
     "tensorrt_llm._torch.modules.linear": {"Linear": Linear, "TensorParallelMode": TensorParallelMode,
@@ -788,20 +1149,38 @@ def new_cache(model) -> KVCacheManager:
     if not isinstance(head_dim, int):
         head_dim = pc.hidden_size // pc.num_attention_heads
     return KVCacheManager(pc.num_hidden_layers, getattr(pc, "num_key_value_heads", pc.num_attention_heads), head_dim,
-                          256, model.model.embed_tokens.weight.dtype, mc.mapping.tp_size)
+                          256, _kv_dtype(pc), mc.mapping.tp_size)
+
+
+def _kv_dtype(pc) -> torch.dtype:
+    # the KV cache in the model's activation dtype (real: kv_cache_config.dtype "auto" = the model dtype)
+    d = getattr(pc, "torch_dtype", None)
+    return d if isinstance(d, torch.dtype) else getattr(torch, d) if isinstance(d, str) else torch.float32
 
 
 @torch.no_grad()
-def run_forward(model, cache: KVCacheManager, ids: List[int], start: int, context_logits: bool) -> torch.Tensor:
-    meta = AttentionMetadata(seq_lens=torch.tensor([len(ids)]), kv_cache_manager=cache, num_cached_tokens=start,
-                             all_rank_num_tokens=[len(ids)])
-    return model.forward(meta, input_ids=torch.tensor(ids), position_ids=torch.arange(start, start + len(ids))[None],
-                         return_context_logits=context_logits)
+def run_forward(model, cache, ids: List[int], start: int, context_logits: bool) -> torch.Tensor:
+    """One step. ``model`` may be a list of the PP ranks' models (``cache`` then a list of their caches):
+    they run in rank order, the hidden states going from rank to rank through pp_send / pp_recv, as
+    TensorRT-LLM's PP executor runs one micro-batch; the last rank's logits are returned."""
+    models, caches = (model, cache) if isinstance(model, list) else ([model], [cache])
+    PP_CHANNEL.clear()
+    for m, c in zip(models, caches):
+        meta = AttentionMetadata(seq_lens=torch.tensor([len(ids)]), kv_cache_manager=c, num_cached_tokens=start,
+                                 all_rank_num_tokens=[len(ids)])
+        logits = m.forward(meta, input_ids=torch.tensor(ids), position_ids=torch.arange(start, start + len(ids))[None],
+                           return_context_logits=context_logits)
+    assert not PP_CHANNEL, f"{len(PP_CHANNEL)} tensor(s) sent by the last PP rank and never received"
+    return logits
+
+
+def _new_caches(model):
+    return [new_cache(m) for m in model] if isinstance(model, list) else new_cache(model)
 
 
 @torch.no_grad()
 def generate(model, prompt: List[int], max_new_tokens: int) -> List[int]:
-    cache = new_cache(model)
+    cache = _new_caches(model)
     logits = run_forward(model, cache, prompt, 0, False)
     out, pos = [], len(prompt)
     for _ in range(max_new_tokens):
@@ -814,6 +1193,6 @@ def generate(model, prompt: List[int], max_new_tokens: int) -> List[int]:
 
 @torch.no_grad()
 def prompt_logprobs(model, ids: List[int]) -> torch.Tensor:
-    logits = run_forward(model, new_cache(model), ids, 0, True)
+    logits = run_forward(model, _new_caches(model), ids, 0, True)
     logp = torch.log_softmax(logits[:-1].float(), dim=-1)
     return logp.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)

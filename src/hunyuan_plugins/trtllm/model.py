@@ -29,14 +29,23 @@ What is ours:
   a per-layer list with ``None`` for cross layers, which TensorRT-LLM's KV-cache creator (it reads
   ``num_hidden_layers`` and ``num_key_value_heads``, no model hook) turns into no pool for them:
   half the KV-cache memory.
-* GPTQ-Int4 routed experts: TensorRT-LLM 1.2.1's fused MoE has no W4A16 path, so int4 MoE layers
-  use ``hunyuan_plugins.ops`` (``hunyuan::moe_route`` + ``hunyuan::moe_experts_int4``) instead of
-  ``create_moe`` (TP/EP = 1 only). ``HUNYUAN_TRTLLM_MOE=hunyuan`` routes unquantized experts through
-  ``hunyuan::moe_route`` + ``hunyuan::moe_experts`` too (TP/EP = 1 only).
+* Quantization: :func:`hunyuan_plugins.quant.plan` decides, as in every engine, whether the checkpoint
+  runs quantized (TensorRT-LLM built its quantized layers from ``hf_quant_config.json``) or is
+  dequantised at load (TensorRT-LLM was not given a quantization config it reads, e.g. a raw Tencent
+  FP8 directory; or ``HUNYUAN_TRTLLM_DEQUANTIZE=1``). Quantized linears are TensorRT-LLM's own
+  (``FP8QDQLinearMethod``: static per-tensor W8A8; its fused q/k/v and gate/up take the max of the
+  shards' input scales and requantise the shards to the max weight scale -- docs/trtllm.md).
+* Routed experts: :func:`hunyuan_plugins.ops.backend.moe_backend` (``HUNYUAN_MOE_BACKEND=engine|hunyuan|auto``)
+  picks TensorRT-LLM's ``create_moe`` or ours per layer format: ``hunyuan::moe_route`` +
+  ``hunyuan::moe_experts`` / ``moe_experts_fp8`` (exact per expert and per gate/up input scale) /
+  ``moe_experts_int4``. TensorRT-LLM 1.2.1's fused MoE has no W4A16 path, so GPTQ-Int4 experts are
+  always ours. Ours support TP = EP = 1 only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
 
@@ -44,11 +53,13 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from hunyuan_plugins import ops
+from hunyuan_plugins import ops, quant
 from hunyuan_plugins.config import ARCH_DENSE, ARCH_LARGE, ARCH_MOE, HunyuanConfig
 from hunyuan_plugins.core.checkpoint import canonical_weights
 from hunyuan_plugins.core.model import fold_key_norm
+from hunyuan_plugins.ops.backend import MOE_BACKEND_ENV, MoEBackend, moe_backend
 from hunyuan_plugins.quant import gptq
+from hunyuan_plugins.quant.stream import dequantized
 from hunyuan_plugins.trtllm._api import (
     Attention,
     AttentionMetadata,
@@ -73,6 +84,15 @@ from hunyuan_plugins.trtllm.convert import unpack_w4a16
 
 REGISTERED: list[str] = []
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_FMT_OF_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+#: TensorRT-LLM quant_algo -> the MoE weight format of ops.backend
+_FMT_OF_ALGO = {"FP8": "fp8_w8a8", "W4A16_AWQ": "int4_w4a16"}
+#: MoE formats TensorRT-LLM 1.2.1's create_moe has a kernel for (CUTLASS fused MoE: fp32/fp16/bf16 and
+#: FP8 QDQ, fused_moe/quantization.py FP8QDQFusedMoEMethod); it has no W4A16 (ModelOpt int4 AWQ) MoE
+_ENGINE_MOE_FORMATS = ("fp32", "fp16", "bf16", "fp8_w8a8")
+#: the variable HUNYUAN_MOE_BACKEND replaced (set, it is refused with the replacement named)
+_OLD_MOE_ENV = "HUNYUAN_TRTLLM_MOE"
+logger = logging.getLogger("hunyuan_plugins.trtllm")
 
 
 def hunyuan_config(model_config: ModelConfig) -> HunyuanConfig:
@@ -92,6 +112,57 @@ def _quant_algo(model_config: ModelConfig) -> str | None:
     qc = getattr(model_config, "quant_config", None)
     algo = getattr(qc, "quant_algo", None)
     return None if algo is None else str(getattr(algo, "value", algo))
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How one model build runs: the quantization plan (the same rule in every engine) and, for MoE
+    models, which implementation runs the routed experts."""
+
+    plan: quant.QuantPlan
+    algo: str | None            # TensorRT-LLM's quant_algo: what its layers were built for
+    moe_format: str             # ops.backend format of the routed experts
+    moe: MoEBackend | None      # None: no MoE layer
+
+    def describe(self) -> str:
+        linears = {None: "TensorRT-LLM Linear (unquantized)",
+                   "FP8": "TensorRT-LLM FP8QDQLinearMethod (static per-tensor W8A8; fused q/k/v and gate/up "
+                          "take the max input scale and the max weight scale)",
+                   "W4A16_AWQ": "TensorRT-LLM W4A16_AWQ_LinearMethod"}.get(self.algo, f"TensorRT-LLM {self.algo}")
+        kinds = [f"linears: {linears}", "attention: TensorRT-LLM Attention backend", "router: fp32 Linear"]
+        if self.moe is not None:
+            op = {"fp32": "moe_experts", "fp16": "moe_experts", "bf16": "moe_experts",
+                  "fp8_w8a8": "moe_experts_fp8", "int4_w4a16": "moe_experts_int4"}[self.moe_format]
+            what = (f"torch.ops.hunyuan.moe_route + {op}" if self.moe.ours
+                    else "TensorRT-LLM create_moe (" + ("FP8QDQFusedMoEMethod: one input scale per layer, "
+                                                        "the max over experts" if self.moe_format == "fp8_w8a8"
+                                                        else "unquantized") + ")")
+            kinds.append(f"routed experts [{self.moe_format}]: {what} ({self.moe.reason})")
+        return self.plan.describe("; ".join(kinds))
+
+
+def runtime(model_config: ModelConfig, cfg: HunyuanConfig, dtype: torch.dtype) -> Runtime:
+    """Decided once per model build, before any layer is made."""
+    if os.environ.get(_OLD_MOE_ENV) is not None:
+        raise ValueError(f"{_OLD_MOE_ENV} was replaced by {MOE_BACKEND_ENV}=engine|hunyuan|auto (the same variable "
+                         f"in every engine); unset {_OLD_MOE_ENV} and set {MOE_BACKEND_ENV} instead")
+    algo = _quant_algo(model_config)
+    # the builder moves Tencent's quantization_config out of config.json (TensorRT-LLM reads
+    # hf_quant_config.json) and keeps it under this key
+    qc = cfg.quantization_config or cfg.raw.get("hunyuan_plugins_source_quantization_config")
+    plan = quant.plan(qc, engine="trtllm", engine_has_config=algo is not None)
+    if plan.dequantize and algo is not None:
+        raise ValueError(f"{quant.dequantize_env('trtllm')}=1: TensorRT-LLM has already been given the quantization "
+                         f"config (hf_quant_config.json, quant_algo={algo}) and builds quantized layers; dequantising "
+                         "at load needs a checkpoint TensorRT-LLM reads as unquantized")
+    if algo is not None and algo not in _FMT_OF_ALGO:
+        raise NotImplementedError(f"quant_algo={algo}: the Hunyuan classes run FP8 (per-tensor) and W4A16_AWQ only")
+    fmt = _FMT_OF_ALGO[algo] if algo is not None else _FMT_OF_DTYPE[dtype]
+    moe = None
+    if cfg.is_moe:
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        moe = moe_backend("trtllm", fmt, engine_has_kernel=fmt in _ENGINE_MOE_FORMATS, device_name=device)
+    return Runtime(plan, algo, fmt, moe)
 
 
 class HunyuanAttention(Attention):
@@ -206,7 +277,7 @@ class HunyuanInt4Experts(nn.Module):
 class HunyuanExperts(nn.Module):
     """Unquantized routed experts through ``hunyuan::moe_route`` + ``hunyuan::moe_experts`` (our Triton
     kernels on CUDA, torch reference on CPU; fake implementations registered, no host syncs in the
-    CUDA path). Opt-in with ``HUNYUAN_TRTLLM_MOE=hunyuan`` instead of TensorRT-LLM's ``create_moe``."""
+    CUDA path). Selected by ``HUNYUAN_MOE_BACKEND`` (ops.backend) instead of TensorRT-LLM's ``create_moe``."""
 
     def __init__(self, num_experts: int, hidden: int, inter: int, top_k: int, renormalize: bool,
                  dtype: torch.dtype):
@@ -229,29 +300,77 @@ class HunyuanExperts(nn.Module):
         return ops.moe_experts(x, self.w13, self.w2, weights, ids)
 
 
+class HunyuanFP8Experts(nn.Module):
+    """Tencent FP8 (static per-tensor W8A8) routed experts through ``hunyuan::moe_route`` +
+    ``hunyuan::moe_experts_fp8``: exact per expert and per projection (gate and up each quantize
+    their input with their own stored ``input_scale``), unlike TensorRT-LLM's FP8 QDQ MoE, which
+    takes one input scale per layer. Loads the tensors as stored (``E.w{1,2,3}.weight`` e4m3,
+    ``.weight_scale``, ``.input_scale``; w1 = gate, w3 = up, w2 = down)."""
+
+    def __init__(self, num_experts: int, hidden: int, inter: int, top_k: int, renormalize: bool):
+        super().__init__()
+        self.num_experts, self.top_k, self.renormalize = num_experts, top_k, renormalize
+        E, f8 = num_experts, torch.float8_e4m3fn
+        self.w13 = nn.Parameter(torch.empty(E, 2 * inter, hidden, dtype=f8), requires_grad=False)  # gate rows, up rows
+        self.w2 = nn.Parameter(torch.empty(E, hidden, inter, dtype=f8), requires_grad=False)
+        self.w13_scale = nn.Parameter(torch.empty(E, 2, dtype=torch.float32), requires_grad=False)
+        self.w2_scale = nn.Parameter(torch.empty(E, dtype=torch.float32), requires_grad=False)
+        self.a13_scale = nn.Parameter(torch.empty(E, 2, dtype=torch.float32), requires_grad=False)
+        self.a2_scale = nn.Parameter(torch.empty(E, dtype=torch.float32), requires_grad=False)
+
+    def load_weights(self, weights: list[dict]):
+        w = weights[0]
+        prefix = getattr(self, "checkpoint_prefix", "experts")
+        for e in range(self.num_experts):
+            for j in ("w1", "w2", "w3"):
+                for suffix in ("weight", "weight_scale", "input_scale"):
+                    name = f"{e}.{j}.{suffix}"
+                    if name not in w:
+                        raise ValueError(f"FP8 expert tensor '{prefix}.{name}' is missing (Tencent FP8 stores weight, "
+                                         "weight_scale and input_scale for every expert projection)")
+                    t = w[name]
+                    if suffix != "weight" and t.numel() != 1:
+                        raise ValueError(f"FP8 expert tensor '{prefix}.{name}' has shape {list(t.shape)}; a per-tensor "
+                                         "scale of shape [] or [1] was expected")
+                    if suffix == "weight" and t.dtype != torch.float8_e4m3fn:
+                        raise ValueError(f"FP8 expert tensor '{prefix}.{name}' is {t.dtype}, not float8_e4m3fn")
+            self.w13.data[e].copy_(torch.cat([w[f"{e}.w1.weight"], w[f"{e}.w3.weight"]]))
+            self.w2.data[e].copy_(w[f"{e}.w2.weight"])
+            for col, j in enumerate(("w1", "w3")):
+                self.w13_scale.data[e, col] = w[f"{e}.{j}.weight_scale"].reshape(())
+                self.a13_scale.data[e, col] = w[f"{e}.{j}.input_scale"].reshape(())
+            self.w2_scale.data[e] = w[f"{e}.w2.weight_scale"].reshape(())
+            self.a2_scale.data[e] = w[f"{e}.w2.input_scale"].reshape(())
+
+    def forward(self, x: torch.Tensor, router_logits: torch.Tensor, **kwargs) -> torch.Tensor:
+        weights, ids = ops.moe_route(router_logits, self.top_k, self.renormalize)
+        return ops.moe_experts_fp8(x, self.w13, self.w2, self.w13_scale, self.w2_scale, self.a13_scale,
+                                   self.a2_scale, weights, ids)
+
+
 class HunyuanMoE(nn.Module):
-    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype,
+                 rt: Runtime):
         super().__init__()
         spec = cfg.layers[layer_idx]
         self.hidden = cfg.hidden_size
         # fp32 router, replicated on every rank, never quantized
         self.gate = Linear(cfg.hidden_size, cfg.num_experts, bias=False, dtype=torch.float32, quant_config=None)
-        algo = _quant_algo(model_config)
-        ours = os.environ.get("HUNYUAN_TRTLLM_MOE", "trtllm").lower() == "hunyuan"
-        if algo == "W4A16_AWQ" or ours:
+        if rt.moe.ours:
             m = model_config.mapping
             if m.tp_size > 1 or getattr(m, "moe_ep_size", 1) > 1:
-                raise NotImplementedError("routed experts through hunyuan_plugins.ops (GPTQ-Int4, or "
-                                          f"HUNYUAN_TRTLLM_MOE=hunyuan) support tp_size=1 only (got {m.tp_size})")
-            if algo == "W4A16_AWQ":
+                raise NotImplementedError(f"routed experts through torch.ops.hunyuan ({rt.moe_format}: "
+                                          f"{rt.moe.reason}) support tp_size=1 and moe_ep_size=1 only "
+                                          f"(got tp_size={m.tp_size})")
+            args = (cfg.num_experts, cfg.hidden_size, spec.expert_size, spec.top_k, spec.renormalize)
+            if rt.moe_format == "int4_w4a16":
                 group = getattr(model_config.quant_config, "group_size", None) or 128
-                self.experts = HunyuanInt4Experts(cfg.num_experts, cfg.hidden_size, spec.expert_size, spec.top_k,
-                                                  spec.renormalize, group, dtype)
-            elif algo is None:
-                self.experts = HunyuanExperts(cfg.num_experts, cfg.hidden_size, spec.expert_size, spec.top_k,
-                                              spec.renormalize, dtype)
+                self.experts = HunyuanInt4Experts(*args, group, dtype)
+            elif rt.moe_format == "fp8_w8a8":
+                self.experts = HunyuanFP8Experts(*args)
             else:
-                raise NotImplementedError(f"HUNYUAN_TRTLLM_MOE=hunyuan with quant_algo={algo}: use TensorRT-LLM's MoE")
+                self.experts = HunyuanExperts(*args, dtype)
+            self.experts.checkpoint_prefix = f"model.layers.{layer_idx}.mlp.experts"
         else:
             routing = (RenormalizeMoeRoutingMethod(top_k=spec.top_k) if spec.renormalize
                        else DefaultMoeRoutingMethod(top_k=spec.top_k))
@@ -274,7 +393,8 @@ class HunyuanMoE(nn.Module):
 
 
 class HunyuanDecoderLayer(DecoderLayer):
-    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, layer_idx: int, dtype: torch.dtype,
+                 rt: Runtime):
         super().__init__()
         spec = cfg.layers[layer_idx]
         self.layer_idx = layer_idx
@@ -283,13 +403,20 @@ class HunyuanDecoderLayer(DecoderLayer):
         self.self_attn = HunyuanAttention(model_config, cfg, layer_idx, dtype)
         self.post_attention_layernorm = RMSNorm(hidden_size=cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         if spec.moe:
-            self.mlp = HunyuanMoE(model_config, cfg, layer_idx, dtype)
+            self.mlp = HunyuanMoE(model_config, cfg, layer_idx, dtype, rt)
         else:
             self.mlp = GatedMLP(hidden_size=cfg.hidden_size, intermediate_size=spec.shared_size, bias=False,
                                 dtype=dtype, config=model_config)
 
     def forward(self, position_ids: torch.Tensor, hidden_states: torch.Tensor, attn_metadata: AttentionMetadata,
-                residual: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+                residual=..., **kwargs) -> torch.Tensor:
+        """TensorRT-LLM's DecoderLayer convention (decoder_layer.py): ``residual=...`` (Ellipsis) means the
+        caller passes no residual and gets the hidden states back -- what HunyuanModel does, and what
+        pipeline parallelism relies on: a layer outside this rank runs DecoderLayer.skip_forward (input
+        returned unchanged), and the rank's first / last layer is wrapped to pp_recv / pp_send its
+        hidden states (forward_after_recv / forward_before_send, modeling_utils.py)."""
+        if residual is not ... and residual is not None:
+            raise NotImplementedError("HunyuanDecoderLayer adds its residuals itself; it takes no residual input")
         residual = hidden_states
         h = self.input_layernorm(hidden_states)
         h = self.self_attn(position_ids=position_ids, hidden_states=h, attn_metadata=attn_metadata)
@@ -301,15 +428,17 @@ class HunyuanDecoderLayer(DecoderLayer):
 
 
 class HunyuanModel(DecoderModel):
-    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig):
+    def __init__(self, model_config: ModelConfig, cfg: HunyuanConfig, rt: Runtime | None = None):
         super().__init__(model_config)
         dtype = _dtype(model_config, cfg)
+        rt = rt or runtime(model_config, cfg, dtype)
+        self.runtime = rt
         self.hy_config = cfg
         self.padding_idx = cfg.pad_token_id
         self.vocab_size = cfg.vocab_size
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype, mapping=model_config.mapping,
                                       tensor_parallel_mode=TensorParallelMode.COLUMN, gather_output=True)
-        self.layers = nn.ModuleList(HunyuanDecoderLayer(model_config, cfg, i, dtype) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(HunyuanDecoderLayer(model_config, cfg, i, dtype, rt) for i in range(cfg.num_layers))
         self.norm = RMSNorm(hidden_size=cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         # CLA: owner layer -> the cross layers that read its K/V in the same step
         self.kv_readers = {i: [j for j in range(cfg.num_layers) if j != i and cfg.layers[j].kv_source == i]
@@ -375,17 +504,23 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
             # layer (no model hook exists). Cross layers get None: they attend over their partner's pool.
             model_config.pretrained_config.num_key_value_heads = [
                 cfg.num_kv_heads if cfg.owns_kv(i) else None for i in range(cfg.num_layers)]
-        super().__init__(HunyuanModel(model_config, cfg), config=model_config, hidden_size=cfg.hidden_size,
+        rt = runtime(model_config, cfg, _dtype(model_config, cfg))
+        logger.info("Hunyuan %s on TensorRT-LLM: %s", self.ARCH, rt.describe())
+        super().__init__(HunyuanModel(model_config, cfg, rt), config=model_config, hidden_size=cfg.hidden_size,
                          vocab_size=cfg.vocab_size)
         self.hy_config = cfg
+        self.runtime = rt
 
     def load_weights(self, weights, *args, **kwargs):
         """weights: stored name -> tensor (any Hunyuan dialect; the builder writes canonical names)."""
         cfg = self.hy_config
         tp = self.model_config.mapping.tp_size
         cfg.heads_per_rank(tp)  # the core's TP rule: raises naming the head count that does not divide
+        stream = canonical_weights(((k, weights[k]) for k in list(weights.keys())), cfg)
+        if self.runtime.plan.dequantize:  # quant.plan: TensorRT-LLM built unquantized layers
+            stream = dequantized(stream, self.runtime.plan.spec, _dtype(self.model_config, cfg))
         canon: dict[str, torch.Tensor] = {}
-        for name, t in canonical_weights(((k, weights[k]) for k in list(weights.keys())), cfg):
+        for name, t in stream:
             m = _EXPERT_NAME.match(name)
             if m:  # TensorRT-LLM's VANILLA expert naming: w1 = gate, w3 = up, w2 = down
                 name = f"{m.group(1)}.{m.group(2)}.{_EXPERT_W[m.group(3)]}.{m.group(4)}"
@@ -400,8 +535,12 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
             return out
 
         done: list[str] = []
+        # pipeline parallelism: TensorRT-LLM's __pp_init__ removed the weights of every module outside
+        # this rank's layers (skip_forward -> remove_weights sets _weights_removed; a kept
+        # input_layernorm is not flagged). Their tensors belong to other ranks: not loaded, not unused.
+        removed = [name for name, module in self.named_modules() if getattr(module, "_weights_removed", False)]
         for name, module in self.named_modules():
-            if not name or any(name.startswith(p + ".") for p in done):
+            if not name or any(name.startswith(p + ".") for p in done) or name in removed:
                 continue
             if name == "lm_head" and cfg.tie_word_embeddings:
                 module.load_weights(weights=[{"weight": canon["model.embed_tokens.weight"]}])
@@ -430,8 +569,9 @@ class _HunyuanForCausalLM(DecoderModelForCausalLM[HunyuanModel, PretrainedConfig
             else:
                 continue
             done.append(name)
-        unused = sorted(set(canon) - used - {"model.embed_tokens.weight"} - ({"lm_head.weight"}
-                                                                              if cfg.tie_word_embeddings else set()))
+        unused = sorted(k for k in set(canon) - used - {"model.embed_tokens.weight"}
+                        - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
+                        if not any(k.startswith(r + ".") for r in removed))
         if unused:
             raise ValueError(f"{len(unused)} checkpoint tensor(s) were not loaded into any module, e.g. {unused[:5]}")
 

@@ -114,7 +114,7 @@ class QuantConfig:
 
 # ---------------------------------------------------------------- _torch.model_config
 @dataclasses.dataclass(kw_only=True)
-# follows: tensorrt_llm/_torch/model_config.py (ModelConfig)
+# follows: tensorrt_llm/_torch/model_config.py:112 @ b35ac1b (ModelConfig)
 class ModelConfig:
     pretrained_config: Optional[object] = None
     mapping: Mapping = dataclasses.field(default_factory=Mapping)
@@ -232,13 +232,13 @@ class AttentionMetadata:
 
 
 # ---------------------------------------------------------------- modules.linear
-# follows: tensorrt_llm/_torch/modules/linear.py
+# follows: tensorrt_llm/_torch/modules/linear.py:86 @ 00bbf71
 class TensorParallelMode(str, enum.Enum):
     COLUMN = "column"
     ROW = "row"
 
 
-# follows: tensorrt_llm/_torch/modules/linear.py
+# follows: tensorrt_llm/_torch/modules/linear.py:37 @ 00bbf71
 class WeightMode(str, enum.Enum):
     VANILLA = "vanilla"
     FUSED_QKV_LINEAR = "fused_qkv_linear"
@@ -246,7 +246,7 @@ class WeightMode(str, enum.Enum):
 
 
 @dataclasses.dataclass(kw_only=True)
-# follows: tensorrt_llm/_torch/modules/linear.py
+# follows: tensorrt_llm/_torch/modules/linear.py:81 @ 00bbf71
 class WeightsLoadingConfig:
     weight_mode: WeightMode = WeightMode.VANILLA
 
@@ -254,7 +254,7 @@ class WeightsLoadingConfig:
 def load_weight_shard(weight, tensor_parallel_size=1, tensor_parallel_rank=0, tensor_parallel_mode=None):
     if tensor_parallel_mode is None or tensor_parallel_size == 1:
         return weight
-    # real (_torch/modules/linear.py, load_weight_shard): COLUMN splits dim 0, ROW dim 1, slices of
+    # real (_torch/modules/linear.py:101 @ 00bbf71, load_weight_shard): COLUMN splits dim 0, ROW dim 1, slices of
     # ceil(width / tp) (so a tensor narrower than tp rows is not split into whole heads: the caller
     # must have duplicated it)
     dim = 0 if tensor_parallel_mode == TensorParallelMode.COLUMN else 1
@@ -289,8 +289,8 @@ def scaled_mm(qx: torch.Tensor, qw_t: torch.Tensor, scale_a: torch.Tensor, scale
     return ((qx.float() @ qw_t.float()) * (scale_a.float() * scale_b.float())).to(out_dtype)
 
 
-# follows: tensorrt_llm/_torch/modules/linear.py (Linear + UnquantizedLinearMethod /
-# W4A16_AWQ_LinearMethod / FP8QDQLinearMethod)
+# follows: tensorrt_llm/_torch/modules/linear.py (Linear: line not found + UnquantizedLinearMethod:446 /
+# W4A16_AWQ_LinearMethod: line not found / FP8QDQLinearMethod:576; all @ 00bbf71)
 class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = None,
                  mapping: Optional[Mapping] = None, tensor_parallel_mode: Optional[TensorParallelMode] = None,
@@ -337,7 +337,7 @@ class Linear(nn.Module):
                                              requires_grad=False)
             self.pre_quant_scale = None
         elif algo == QuantAlgo.FP8:
-            # real: FP8QDQLinearMethod.create_weights (_torch/modules/linear.py): weight e4m3 (out, in),
+            # real: FP8QDQLinearMethod.create_weights (_torch/modules/linear.py:578 @ 00bbf71): weight e4m3 (out, in),
             # per-tensor fp32 scalars weight_scale, input_scale, inv_input_scale, plus kv_scales /
             # inv_kv_scales (NVFP4 KV cache; unused here)
             self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn),

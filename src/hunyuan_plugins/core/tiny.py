@@ -209,12 +209,14 @@ def _fuse_engine_style(out: dict[str, torch.Tensor], cfg: HunyuanConfig) -> None
 
 
 def make_tiny(out_dir: str, model: str = "a13b", dialect: str = "tencent", fmt: str = "bf16",
-              size: str = "tiny", seed: int = 0, shards: int = 1, static_groups: bool = False) -> str:
+              size: str = "tiny", seed: int = 0, shards: int = 1, static_groups: bool = False,
+              weights: dict[str, torch.Tensor] | None = None) -> str:
     """Write a tiny checkpoint directory; returns its path. ``static_groups``: GPTQ act order with
-    ``static_groups: true`` (contiguous g_idx, the form TensorRT-LLM's W4A16 layout can express)."""
+    ``static_groups: true`` (contiguous g_idx, the form TensorRT-LLM's W4A16 layout can express).
+    ``weights``: canonical fp32 weights to write (default: :func:`random_weights`)."""
     raw = tiny_config(model, dialect, fmt, size, static_groups)
     cfg = HunyuanConfig.from_dict(raw)
-    tensors = to_dialect(random_weights(cfg, seed), cfg, dialect, fmt)
+    tensors = to_dialect(random_weights(cfg, seed) if weights is None else weights, cfg, dialect, fmt)
     os.makedirs(out_dir, exist_ok=True)
     _save(tensors, out_dir, shards)
     with open(os.path.join(out_dir, "config.json"), "w") as f:

@@ -8,9 +8,15 @@ torch_native`` and the TEST-ONLY ``sgl_kernel`` stand-in (tests/sglang/stub_sgl_
 PYTHONPATH only. Our plugin is picked up through its ``sglang.srt.plugins`` entry point (the
 package is installed editable in the venv): no environment variable selects it.
 
+Everything runs with dtype float32 and no flag, override or environment variable of ours:
+quantized checkpoints load through SGLang's quantized layers as they are.
+
 To keep the run short: ONE subprocess runs one offline Engine per tiny checkpoint, one after the
-other (run_engine.py), and ONE HTTP server serves the chat / concurrency tests. Every process we
-start is stopped by its PID (its process group), on success and on failure.
+other (run_engine.py); ONE more runs the MoE-backend checks (HUNYUAN_MOE_BACKEND=hunyuan with our
+Triton kernels in Triton's interpreter); the bad-input checkpoints each get a subprocess (SGLang
+kills its launcher when a model fails to load), run side by side; ONE HTTP server serves the chat /
+concurrency tests. Every process we start is stopped by its PID (its process group), on success
+and on failure.
 """
 
 from __future__ import annotations
@@ -34,15 +40,22 @@ require_engine("sglang.srt", "SGLang", HERE, "sglang")  # a missing or broken SG
 STUB = HERE / "stub_sgl_kernel"
 PROMPT_IDS = [1, 5, 9, 33, 70, 101, 7, 260, 44, 12]
 MAX_NEW_TOKENS = 8
-# name -> (model, dialect, format); fp32 compute everywhere (quantized ones dequantise to fp32)
+# name -> (model, dialect, format); fp32 compute everywhere (quantized ones loaded quantized)
 CHECKPOINTS = {
     "a13b-tencent": ("a13b", "tencent", "fp32"),
     "a13b-native": ("a13b", "native", "fp32"),
     "large-cla": ("large", "tencent", "fp32"),
     "dense": ("dense", "tencent", "fp32"),
     "a13b-fp8": ("a13b", "tencent", "fp8"),
+    "large-fp8": ("large", "tencent", "fp8"),
     "a13b-gptq-int4": ("a13b", "tencent", "gptq-int4"),
 }
+QUANTIZED = {"a13b-fp8": "fp8", "large-fp8": "fp8", "a13b-gptq-int4": "gptq"}
+#: extra engine runs: name -> (checkpoint, run_engine mode); "hidden" hides the quant config from SGLang
+HIDDEN = {"a13b-fp8-hidden": ("a13b-fp8", "hidden")}
+#: the HUNYUAN_MOE_BACKEND=hunyuan run (our Triton kernels, in Triton's interpreter)
+BACKEND_RUN = ("a13b-tencent", "a13b-fp8", "a13b-gptq-int4")
+BACKEND_ENV = {"HUNYUAN_MOE_BACKEND": "hunyuan", "HUNYUAN_TRITON_ON_CPU": "1", "TRITON_INTERPRET": "1"}
 
 
 def sglang_env() -> dict:
@@ -86,31 +99,96 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="session")
-def engine_run(checkpoints, tmp_path_factory):
-    """All checkpoints through SGLang's offline Engine in one subprocess -> (results by name, log)."""
-    log_path = tmp_path_factory.mktemp("sglang-logs") / "engine.log"
+def start_engines(entries: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """run_engine.py on `entries` in a subprocess of its own session, output to `log_path`."""
     cmd = [sys.executable, str(HERE / "run_engine.py"), "--prompt-ids", ",".join(map(str, PROMPT_IDS)),
-           "--max-new-tokens", str(MAX_NEW_TOKENS), *checkpoints.values()]
+           "--max-new-tokens", str(MAX_NEW_TOKENS), *entries]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=sglang_env(), start_new_session=True)
-        try:
-            proc.wait(timeout=1200)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            stop(proc)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**sglang_env(), **(env or {})},
+                                start_new_session=True)
+
+
+def wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop(proc)
+    return proc.returncode
+
+
+def run_engines(named_entries: dict[str, str], log_path: Path, env: dict | None = None) -> tuple[dict, str]:
+    """{name: run_engine entry} through SGLang's offline Engine, one subprocess -> (results by name, log)."""
+    rc = wait(start_engines(list(named_entries.values()), log_path, env), timeout=1500)
     text = log_path.read_text()
-    by_path = {}
+    by_entry = {}
     for line in text.splitlines():
         if line.startswith("RESULT "):
             r = json.loads(line[len("RESULT "):])
-            by_path[r["path"]] = r
-    results = {name: by_path.get(path) for name, path in checkpoints.items()}
-    if proc.returncode != 0 or None in results.values():
-        pytest.fail(f"run_engine.py exited {proc.returncode}; missing results for "
+            by_entry[r["entry"]] = r
+    results = {name: by_entry.get(entry) for name, entry in named_entries.items()}
+    if rc != 0 or None in results.values():
+        pytest.fail(f"run_engine.py exited {rc}; missing results for "
                     f"{[n for n, r in results.items() if r is None]}; log tail:\n{text[-6000:]}")
     return results, text
+
+
+@pytest.fixture(scope="session")
+def engine_run(checkpoints, tmp_path_factory):
+    """Every checkpoint (plus the hidden-config run) through SGLang's offline Engine -> (results, log)."""
+    entries = {**checkpoints, **{name: f"{checkpoints[ckpt]}#{mode}" for name, (ckpt, mode) in HIDDEN.items()}}
+    return run_engines(entries, tmp_path_factory.mktemp("sglang-logs") / "engine.log")
+
+
+@pytest.fixture(scope="session")
+def backend_run(checkpoints, tmp_path_factory):
+    """HUNYUAN_MOE_BACKEND=hunyuan with our Triton kernels in Triton's interpreter -> (results, log)."""
+    return run_engines({name: checkpoints[name] for name in BACKEND_RUN},
+                       tmp_path_factory.mktemp("sglang-backend") / "engine.log", env=BACKEND_ENV)
+
+
+def _break_fp8(src: str, dst: Path, tensor: str, value) -> str:
+    """A copy of the fp8 checkpoint `src` with `tensor` removed (value None) or replaced."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        sd = load_file(f)
+        if tensor in sd:
+            if value is None:
+                del sd[tensor]
+            else:
+                sd[tensor] = value
+            save_file(sd, f, metadata={"format": "pt"})
+    for index in dst.glob("*.index.json"):  # a sharded checkpoint's index must not name a removed tensor
+        data = json.loads(index.read_text())
+        if value is None:
+            data["weight_map"].pop(tensor, None)
+        index.write_text(json.dumps(data))
+    return str(dst)
+
+
+#: bad fp8 checkpoints: name -> (tensor, replacement or None = removed, what the error must say)
+BAD_FP8 = {
+    "missing-input-scale": ("model.layers.1.self_attn.k_proj.input_scale", None, "missing tensor"),
+    "wrong-scale-shape": ("model.layers.2.mlp.experts.3.up_proj.input_scale", "ones2", "has shape [2]"),
+}
+
+
+@pytest.fixture(scope="session")
+def bad_fp8_runs(checkpoints, tmp_path_factory):
+    """Each broken fp8 checkpoint through SGLang (side by side) -> {name: (exit code, log)}."""
+    import torch
+
+    root = tmp_path_factory.mktemp("sglang-bad")
+    procs = {}
+    for name, (tensor, value, _) in BAD_FP8.items():
+        path = _break_fp8(checkpoints["a13b-fp8"], root / name, tensor, torch.ones(2) if value == "ones2" else None)
+        procs[name] = start_engines([path], root / f"{name}.log")
+    return {name: (wait(proc, timeout=600), (root / f"{name}.log").read_text()) for name, proc in procs.items()}
 
 
 def _free_port() -> int:

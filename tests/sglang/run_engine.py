@@ -2,9 +2,14 @@
 
 Started by tests/sglang/conftest.py in a subprocess with the SGLang venv's python, the test-only
 sgl_kernel stub on PYTHONPATH and SGLANG_USE_CPU_ENGINE=1. One Engine per checkpoint, one after
-the other, in this one process. Usage:
-    python run_engine.py --prompt-ids 1,2,3 --max-new-tokens 8 CKPT [CKPT...]
-Output lines: ``RESULT {"path": ..., "tokens": [...], "prompt_logprobs": [...], "seconds": ...}``
+the other, in this one process, with dtype float32 and NO quantization flag, override or
+environment variable of ours: quantized checkpoints load as they are. Usage:
+    python run_engine.py --prompt-ids 1,2,3 --max-new-tokens 8 ENTRY [ENTRY...]
+ENTRY is a checkpoint directory, or ``DIR#hidden`` to hide its quantization config from SGLang
+(``json_model_override_args={"quantization_config": null}``: the plugin's dequantise-at-load path).
+Output lines: ``RESULT {"entry": ..., "tokens": [...], "prompt_logprobs": [...], "seconds": ...}``,
+or ``FAILED {"entry": ..., "error": ...}`` when the Engine could not start (then the run stops:
+SGLang tears its processes down).
 """
 
 import argparse
@@ -14,7 +19,7 @@ import time
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("paths", nargs="+")
+    ap.add_argument("entries", nargs="+")
     ap.add_argument("--prompt-ids", required=True)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--dtype", default="float32")
@@ -23,19 +28,20 @@ def main() -> None:
     import sglang as sgl
 
     ids = [int(x) for x in args.prompt_ids.split(",")]
-    for path in args.paths:
-        with open(f"{path}/config.json") as f:
-            quantized = "quantization_config" in json.load(f)
-        # SGLang refuses fp32 with an fp8/gptq config and has no CPU kernels for them anyway: hide the
-        # config from SGLang; our plugin reads it from the files and dequantises at load.
-        override = json.dumps({"quantization_config": None}) if quantized else "{}"
+    for entry in args.entries:
+        path, _, mode = entry.partition("#")
+        override = json.dumps({"quantization_config": None}) if mode == "hidden" else "{}"
         t0 = time.time()
-        engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu",
-                            attention_backend="torch_native", sampling_backend="pytorch", dtype=args.dtype,
-                            mem_fraction_static=0.05,
-                            max_total_tokens=2048, disable_overlap_schedule=True, chunked_prefill_size=-1,
-                            max_running_requests=4, disable_cuda_graph=True, skip_server_warmup=True,
-                            log_level="info")
+        try:
+            engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu",
+                                attention_backend="torch_native", sampling_backend="pytorch", dtype=args.dtype,
+                                mem_fraction_static=0.05,
+                                max_total_tokens=2048, disable_overlap_schedule=True, chunked_prefill_size=-1,
+                                max_running_requests=4, disable_cuda_graph=True, skip_server_warmup=True,
+                                log_level="info")
+        except BaseException as e:  # noqa: BLE001  (reported, then the run stops)
+            print("FAILED " + json.dumps({"entry": entry, "error": f"{type(e).__name__}: {e}"}), flush=True)
+            raise SystemExit(3) from e
         init_s = time.time() - t0
         try:
             sp = {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "ignore_eos": True}
@@ -48,7 +54,7 @@ def main() -> None:
         finally:
             engine.shutdown()
         meta = out["meta_info"]
-        result = {"path": path, "tokens": out["output_ids"],
+        result = {"entry": entry, "path": path, "tokens": out["output_ids"],
                   "prompt_logprobs": [lp for lp, _tid, _ in meta["input_token_logprobs"][1:]],
                   "init_seconds": init_s, "generate_seconds": times}
         print("RESULT " + json.dumps(result), flush=True)

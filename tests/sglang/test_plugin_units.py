@@ -112,3 +112,48 @@ def test_model_import_error_is_loud_on_the_direct_path():
     assert "via ModelRegistry.models" in out.stdout
     assert out.returncode != 0
     assert "RuntimeError: hunyuan_plugins could not import its SGLang model classes" in out.stderr
+
+
+def test_quant_configs_accept_fp32_and_choose_kernels_per_layer_kind():
+    """Our SGLang quant configs (what the plugin's hook hands SGLang for our classes), in a fresh
+    CPU process: fp32 accepted (SGLang's own refuse it), per layer kind SGLang's kernel or ours,
+    the ignore list applied to fused modules, HUNYUAN_MOE_BACKEND honoured and checked."""
+    code = r'''
+import json, os, torch
+from types import SimpleNamespace
+from sglang.srt.layers.quantization.fp8 import Fp8Config
+from sglang.srt.layers.quantization.gptq import CPUGPTQConfig
+from hunyuan_plugins.quant import QuantSpec
+from hunyuan_plugins.sglang.model import HunyuanForCausalLMBase
+from hunyuan_plugins.sglang.quant_methods import build_quant_config
+packed = HunyuanForCausalLMBase.packed_modules_mapping
+fp8 = {"quant_method": "fp8", "activation_scheme": "static",
+       "ignored_layers": ["lm_head", "model.layers.0.mlp.gate.wg"]}
+gptq = QuantSpec("gptq", 128, True).to_hf()
+out = {"sglang_fp8_dtypes": [str(d) for d in Fp8Config.get_supported_act_dtypes()],
+       "sglang_gptq_dtypes": [str(d) for d in CPUGPTQConfig.get_supported_act_dtypes()]}
+for name, qc in (("fp8", fp8), ("gptq", gptq)):
+    c = build_quant_config(SimpleNamespace(quantization_config=qc), torch.float32, packed)
+    out[name] = {"type": type(c).__mro__[2].__name__, "fp32": torch.float32 in c.get_supported_act_dtypes(),
+                 "linear": c.linear_choice.kernel, "moe": c.moe_choice.kernel, "moe_why": c.moe_choice.reason,
+                 "skip": [c.is_skipped(p) for p in ("lm_head", "model.layers.0.mlp.gate.wg",
+                          "model.layers.0.self_attn.qkv_proj", "model.layers.1.mlp.experts")]}
+os.environ["HUNYUAN_MOE_BACKEND"] = "engine"
+try:
+    build_quant_config(SimpleNamespace(quantization_config=fp8), torch.float32, packed)
+    out["engine"] = "accepted"
+except ValueError as e:
+    out["engine"] = str(e)
+print("OUT " + json.dumps(out))
+'''
+    res = _run(code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("OUT "))[4:])
+    assert "torch.float32" not in out["sglang_fp8_dtypes"] + out["sglang_gptq_dtypes"]  # why the hook exists
+    assert out["fp8"] == {"type": "Fp8Config", "fp32": True, "linear": "hunyuan::linear_fp8",
+                          "moe": "hunyuan::moe_experts_fp8", "moe_why": "sglang has no fp8_w8a8 MoE kernel on cpu",
+                          "skip": [True, True, False, False]}
+    assert out["gptq"]["type"] == "GPTQConfig" and out["gptq"]["fp32"]
+    assert (out["gptq"]["linear"], out["gptq"]["moe"]) == ("hunyuan::linear_gptq", "hunyuan::moe_experts_int4")
+    assert out["gptq"]["skip"] == [True, True, False, False]
+    assert "HUNYUAN_MOE_BACKEND=engine" in out["engine"] and "fp8_w8a8" in out["engine"]

@@ -88,6 +88,17 @@ def _impl(name: str, reference: Callable, device: torch.device) -> Callable:
     return reference
 
 
+def implementation(device: str | torch.device) -> str:
+    """What the MoE ops run for tensors on ``device`` in this process, in words (for engines' start-up
+    log lines): "Triton", "Triton interpreter" (CPU with Triton switched on) or "torch reference"."""
+    kind = torch.device(device).type
+    if _state["reference"]:
+        return "torch reference"
+    if kind == "cuda":
+        return "Triton"
+    return "Triton interpreter" if kind == "cpu" and _state["triton_on_cpu"] else "torch reference"
+
+
 def _register_cuda(op, name: str, reference: Callable) -> None:
     op.register_kernel("cuda")(lambda *args: _impl(name, reference, torch.device("cuda"))(*args))
 

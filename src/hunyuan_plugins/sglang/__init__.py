@@ -19,6 +19,11 @@ fail to import. Our models package imports the model module where SGLang cannot 
 classes that raise the original error when SGLang builds the model, so SGLang never falls back
 to its broken built-in class silently.
 
+Quantized checkpoints: an AROUND hook on SGLang's ``model_loader.loader._get_quantization_config``
+hands OUR model classes our quant configs (``hunyuan_plugins.sglang.quant_methods``: SGLang's
+``Fp8Config`` / ``GPTQConfig`` subclassed, fp32 accepted, per layer kind SGLang's kernel or
+``torch.ops.hunyuan``); every other model goes through SGLang's function untouched.
+
 Also installed here: a hook for SGLang's CPU padding bug with list-valued
 ``moe_intermediate_size`` (see :func:`_cpu_padding_hook`), Tencent's ``model_type: "hunyuan"``
 config class (no ``trust_remote_code``) and the A13B parsers (``hunyuan_plugins.sglang.parsers``).
@@ -49,6 +54,7 @@ def register() -> None:
     hf_config.register()  # Tencent's model_type "hunyuan" without trust_remote_code
     how = _register_models()
     _register_padding_hook()
+    _register_quant_config_hook()
     from hunyuan_plugins.sglang import parsers
 
     parsers.register()
@@ -105,3 +111,20 @@ def _register_padding_hook() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(_PADDING_TARGET, _cpu_padding_hook, HookType.AROUND)
+
+
+_QUANT_CONFIG_TARGET = "sglang.srt.model_loader.loader._get_quantization_config"
+
+
+def _quant_config_hook(original, *args, **kwargs):
+    """SGLang refuses fp32 (and on CPU has no kernels) for Hunyuan's fp8 / gptq checkpoints; for our
+    model classes build our quant configs instead (see ``quant_methods.quant_config_hook``)."""
+    from hunyuan_plugins.sglang import quant_methods
+
+    return quant_methods.quant_config_hook(original, *args, **kwargs)
+
+
+def _register_quant_config_hook() -> None:
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(_QUANT_CONFIG_TARGET, _quant_config_hook, HookType.AROUND)

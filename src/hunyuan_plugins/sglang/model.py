@@ -18,12 +18,15 @@ Differences from SGLang's built-in ``models/hunyuan.py`` (which crashes on the f
   normalised key ``k / rms(k)`` and fold their own ``key_layernorm`` weight into the query
   (``core.model.fold_key_norm``).
 
-Quantized checkpoints (Tencent FP8 static per-tensor, GPTQ-Int4): ``hunyuan_plugins.quant.plan``
-decides, once per build. SGLang has no CPU kernels for either, so on CPU (``SGLANG_USE_CPU_ENGINE=1``)
-the layers are built unquantized and each projection is dequantised as it streams in
-(``hunyuan_plugins.quant.stream``); ``HUNYUAN_SGLANG_DEQUANTIZE=1`` forces that anywhere, ``=0``
-never. Otherwise SGLang's own ``fp8`` / ``gptq`` quant config is passed to the layers unchanged
-(GPU path: not verified here).
+Quantized checkpoints (Tencent FP8 static per-tensor W8A8, GPTQ-Int4 W4A16) load QUANTIZED through
+SGLang's quantized layers and weight loaders, in any dtype (fp32 too) and on any platform: the
+plugin hands SGLang our quant configs (``quant_methods.py``), which compute each layer kind with
+SGLang's kernel where it has one for the format on this platform, else with ``torch.ops.hunyuan``.
+The routed experts of every Hunyuan MoE (unquantized too) follow ``HUNYUAN_MOE_BACKEND``; ours are
+routed by ``hunyuan::moe_route``. The constructor logs which kernel runs each layer kind.
+``hunyuan_plugins.quant.plan`` decides once per build; the old load-time dequantisation
+(``hunyuan_plugins.quant.stream``) runs only when the config was hidden from SGLang
+(``--json-model-override-args '{"quantization_config": null}'``) or ``HUNYUAN_SGLANG_DEQUANTIZE=1``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from sglang.srt.layers.linear import (
 )
 from sglang.srt.layers.logits_processor import LogitsProcessor
 from sglang.srt.layers.moe.fused_moe_triton import FusedMoE
-from sglang.srt.layers.moe.topk import TopK
+from sglang.srt.layers.moe.topk import StandardTopKOutput, TopK
 from sglang.srt.layers.radix_attention import RadixAttention
 from sglang.srt.layers.rotary_embedding import get_rope
 from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
@@ -54,10 +57,11 @@ from sglang.srt.runtime_context import get_parallel
 from sglang.srt.utils import is_cpu
 from torch import nn
 
-from hunyuan_plugins import quant
+from hunyuan_plugins import ops, quant
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
 from hunyuan_plugins.core.model import fold_key_norm
+from hunyuan_plugins.sglang import quant_methods
 
 logger = logging.getLogger("sglang.hunyuan_plugins")
 
@@ -73,6 +77,16 @@ def hunyuan_config(config) -> HunyuanConfig:
     qc = raw.get("quantization_config") or quant.checkpoint_quantization(_model_path(config))
     raw.pop("original_moe_intermediate_size", None)
     return HunyuanConfig.from_dict({**raw, "quantization_config": qc})
+
+
+def moe_method(quant_config, prefix: str):
+    """(the method FusedMoE gets, or None = SGLang's choice; KernelChoice) for one MoE layer."""
+    if isinstance(quant_config, quant_methods.HUNYUAN_CONFIGS):
+        return quant_config.moe_method(prefix)
+    if quant_config is None:
+        return quant_methods.unquantized_moe_method(torch.get_default_dtype())
+    # SGLang's own config (the plugin's hook did not run): SGLang decides, and the log says so
+    return None, quant_methods.KernelChoice(False, f"SGLang {quant_config.get_name()}", "SGLang's quant config")
 
 
 class HunyuanMLP(nn.Module):
@@ -161,12 +175,16 @@ class HunyuanMoE(nn.Module):
         # fp32 router, as Tencent and transformers run it (never quantized)
         self.gate = ReplicatedLinear(cfg.hidden_size, cfg.num_experts, bias=False, params_dtype=torch.float32,
                                      quant_config=None, prefix=f"{prefix}.gate")
-        self.topk = TopK(top_k=spec.top_k, layer_id=layer,
-                         renormalize=spec.renormalize)  # top-1 (Large) keeps the raw softmax probability
+        self.top_k, self.renormalize = spec.top_k, spec.renormalize  # top-1 (Large) keeps the raw probability
+        self.topk = TopK(top_k=spec.top_k, layer_id=layer, renormalize=spec.renormalize)
+        # HUNYUAN_MOE_BACKEND: SGLang's expert method or ours (then routed by hunyuan::moe_route)
+        method, self.moe_kernel = moe_method(quant_config, f"{prefix}.experts")
         self.experts = FusedMoE(num_experts=cfg.num_experts, hidden_size=cfg.hidden_size,
                                 intermediate_size=spec.expert_size, layer_id=layer, top_k=spec.top_k,
-                                reduce_results=False, quant_config=quant_config, prefix=f"{prefix}.experts")
-        self.topk.bind_runner_backend(self.experts.runner_backend)
+                                reduce_results=False, quant_config=quant_config, prefix=f"{prefix}.experts",
+                                quant_method=method)
+        if not self.moe_kernel.ours:
+            self.topk.bind_runner_backend(self.experts.runner_backend)
         self.shared_mlp = (HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.shared_mlp",
                                       reduce_results=False) if spec.shared_size else None)
 
@@ -175,7 +193,12 @@ class HunyuanMoE(nn.Module):
         hidden = hidden.view(-1, shape[-1])
         shared = self.shared_mlp(hidden) if self.shared_mlp is not None else None
         router_logits, _ = self.gate(hidden.float())
-        out = self.experts(hidden, self.topk(hidden, router_logits))
+        if self.moe_kernel.ours:
+            weights, ids = ops.moe_route(router_logits, self.top_k, self.renormalize)
+            topk_output = StandardTopKOutput(weights, ids, router_logits)
+        else:
+            topk_output = self.topk(hidden, router_logits)
+        out = self.experts(hidden, topk_output)
         if shared is not None:
             out = out + shared
         if self.tp_size > 1:
@@ -227,6 +250,7 @@ class HunyuanModel(nn.Module):
 
 
 class HunyuanForCausalLMBase(nn.Module):
+    hunyuan_plugins_model = True  # quant_methods.quant_config_hook serves our quant configs to these classes
     packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
     def __init__(self, config, quant_config=None, prefix: str = ""):
@@ -253,8 +277,25 @@ class HunyuanForCausalLMBase(nn.Module):
         self._kv_logged = False
         logger.info("hunyuan_plugins: %s served by %s.%s (%d layers, %d KV-cache layers%s, %s)", arch,
                     type(self).__module__, arch, cfg.num_layers, cfg.num_kv_layers,
-                    ", CLA" if cfg.use_cla else "",
-                    self.quant_plan.describe(f"SGLang {quant_config.get_name() if quant_config else '?'}"))
+                    ", CLA" if cfg.use_cla else "", self.quant_plan.describe(self._kernels(layer_quant)))
+
+    def _kernels(self, layer_quant) -> str:
+        """'kernels: <layer kind> -> <kernel> (<why>); ...' for the start-up log line."""
+        kinds: dict[str, quant_methods.KernelChoice] = {}
+        if isinstance(layer_quant, quant_methods.HUNYUAN_CONFIGS):
+            kinds[f"linear {layer_quant.moe_format}"] = layer_quant.linear_choice
+        for module in self.modules():
+            if isinstance(module, HunyuanMoE):
+                fmt = (layer_quant.moe_format if isinstance(layer_quant, quant_methods.HUNYUAN_CONFIGS)
+                       and module.moe_kernel is layer_quant.moe_choice
+                       else quant_methods.dtype_format(self.model.embed_tokens.weight.dtype))
+                kinds.setdefault(f"moe {fmt}", module.moe_kernel)
+        parts = [choice.describe(kind) + (", routed by hunyuan::moe_route" if kind.startswith("moe")
+                                           and choice.ours else "") for kind, choice in kinds.items()]
+        parts.append("other linears, router, lm_head -> SGLang unquantized")
+        if any(choice.ours for choice in kinds.values()):
+            parts.append(f"torch.ops.hunyuan runs the {quant_methods.ops_implementation()}")
+        return "kernels: " + "; ".join(parts)
 
     def get_input_embeddings(self):
         return self.model.embed_tokens

@@ -117,6 +117,13 @@ def get_format(method: str, field: str = "quant method") -> QuantFormat:
     return fmt
 
 
+def shared_input(prefix: str) -> str:
+    """The name of what a linear reads: q/k/v read one input, as do an expert's (or MLP's) gate and
+    up, so calibration gives them the same statistics (FP8 input scale, GPTQ act order). Used to
+    make tiny checkpoints calibrated like real ones."""
+    return prefix.replace(".k_proj", ".q_proj").replace(".v_proj", ".q_proj").replace(".up_proj", ".gate_proj")
+
+
 def expected_quant_shapes(method: str, out_features: int, in_features: int,
                           group_size: int = 128) -> dict[str, tuple[int, ...]]:
     """Shapes of the tensors of one quantized linear ``[out_features, in_features]`` (per-tensor

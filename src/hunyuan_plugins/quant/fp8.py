@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hunyuan_plugins.quant import SCALAR_SHAPES, QuantFormat, QuantSpec, register
+from hunyuan_plugins.quant import SCALAR_SHAPES, QuantFormat, QuantSpec, register, shared_input
 
 #: Largest finite magnitude of float8_e4m3fn.
 E4M3_MAX = 448.0  # == torch.finfo(torch.float8_e4m3fn).max
@@ -169,7 +169,6 @@ def _calibration_input(prefix: str, in_features: int) -> Tensor:
     observer would see them: projections that read the same input (q/k/v; an expert's gate/up) see
     the same tensor, so they get the same input_scale; every other input (each expert's tokens, the
     down projections) its own, with amplitudes that differ by up to 2x."""
-    shared = prefix.replace(".k_proj", ".q_proj").replace(".v_proj", ".q_proj").replace(".up_proj", ".gate_proj")
-    g = torch.Generator().manual_seed(zlib.crc32(shared.encode()))
+    g = torch.Generator().manual_seed(zlib.crc32(shared_input(prefix).encode()))
     amplitude = 0.6 + 0.6 * torch.rand((), generator=g)
     return torch.randn(64, in_features, generator=g) * amplitude

@@ -15,12 +15,13 @@ layout of ``hunyuan::moe_experts_int4`` (K rows sorted by group, act order as a 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
-from hunyuan_plugins.quant import DEFAULT_IGNORED, QuantFormat, QuantSpec, register
+from hunyuan_plugins.quant import DEFAULT_IGNORED, QuantFormat, QuantSpec, register, shared_input
 
 BITS = 4
 #: Number of 4-bit values packed in one int32.
@@ -398,5 +399,12 @@ class GPTQInt4(QuantFormat):
         return dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], tensors["g_idx"], dtype)
 
     def quantize(self, spec: QuantSpec, prefix: str, w: Tensor) -> dict[str, Tensor]:
-        packed = quantize(w, group_size=spec.group_size, desc_act=spec.desc_act, static_groups=spec.static_groups)
+        # act order comes from the input's statistics (GPTQ sorts by the Hessian diagonal of what the
+        # linear reads), so q/k/v and gate/up share theirs, as in real checkpoints: seeded per input
+        perm = None
+        if spec.desc_act and not spec.static_groups:
+            seed = zlib.crc32(shared_input(prefix).encode())
+            perm = torch.randperm(w.shape[1], generator=torch.Generator().manual_seed(seed))
+        packed = quantize(w, group_size=spec.group_size, desc_act=spec.desc_act, perm=perm,
+                          static_groups=spec.static_groups)
         return {f"{prefix}.{k}": v for k, v in packed.items()}

@@ -16,22 +16,14 @@ import collections
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch.utils._python_dispatch import TorchDispatchMode
-from trtllm_helpers import fp8_as_trtllm_loads_it, hf_config
+from trtllm_helpers import fp8_as_trtllm_loads_it, hf_config, load_weights_dict
 
-from hunyuan_plugins.core.checkpoint import safetensors_files
 from hunyuan_plugins.core.model import generate, load_model, prompt_logprobs
 
 PROMPT = [1, 17, 42, 99, 5, 300, 77, 12, 250, 8]
 NEW = 6
 
-
-def weights_of(path):
-    out = {}
-    for file in sorted(set(safetensors_files(path).values())):
-        out.update(load_file(file))
-    return out
 
 
 class HunyuanOpCalls(TorchDispatchMode):
@@ -60,7 +52,7 @@ def built(tmp_path, src, name):
 def load(stand_in, path, **mc_kwargs):
     mc = stand_in.ModelConfig.from_pretrained(path, **mc_kwargs)
     mc.pretrained_config.torch_dtype = torch.float32  # fp32 activations (the builder writes the checkpoint's dtype)
-    return stand_in.load_model(mc, weights_of(path))
+    return stand_in.load_model(mc, load_weights_dict(path))
 
 
 def compare(stand_in, trt, ref, what, new=NEW, counter=None):
@@ -140,7 +132,7 @@ def test_fp8_not_given_to_tensorrt_llm_is_dequantised_by_the_plan(trt_standin, t
     fp8_activations="none"; HUNYUAN_TRTLLM_DEQUANTIZE=1 with a built (quantized) model is refused."""
     stand_in, mod = trt_standin
     src = tiny("a13b", "tencent", "fp8")
-    trt = stand_in.load_model(stand_in.ModelConfig(pretrained_config=hf_config(src)), weights_of(src))
+    trt = stand_in.load_model(stand_in.ModelConfig(pretrained_config=hf_config(src)), load_weights_dict(src))
     assert trt.runtime.plan.dequantize and "not given the quantization config" in trt.runtime.plan.reason
     assert trt.model.layers[0].self_attn.qkv_proj.weight.dtype == torch.float32
     compare(stand_in, trt, load_model(src, torch.float32, fp8_activations="none"), "a13b FP8 dequantised (W8A16)")
@@ -177,7 +169,7 @@ def test_fp8_expert_missing_input_scale_is_named(trt_standin, tiny, tmp_path, mo
     mc = stand_in.ModelConfig.from_pretrained(path)
     mc.pretrained_config.torch_dtype = torch.float32
     model = stand_in.AutoModelForCausalLM.from_config(mc)
-    w = weights_of(path)
+    w = load_weights_dict(path)
     del w["model.layers.1.mlp.experts.3.up_proj.input_scale"]
     with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.experts\.3\.w3\.input_scale"):
         model.load_weights(w)
@@ -201,7 +193,7 @@ def test_pipeline_parallel_two_ranks(trt_standin, tiny, tmp_path, fmt):
             ranks.append(load(stand_in, path, mapping=mapping))
         else:
             ranks.append(stand_in.load_model(stand_in.ModelConfig(pretrained_config=hf_config(path), mapping=mapping),
-                                             weights_of(path)))
+                                             load_weights_dict(path)))
     first, last = ranks
     n = first.hy_config.num_layers
     assert n == 4

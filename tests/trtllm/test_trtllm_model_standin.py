@@ -11,22 +11,14 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from trtllm_helpers import hf_config
+from trtllm_helpers import hf_config, load_weights_dict
 
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import safetensors_files
 from hunyuan_plugins.core.model import KVCache, generate, load_model, prompt_logprobs
 
 PROMPT = [1, 17, 42, 99, 5, 300, 77, 12, 250, 8]
 NEW = 8
 
-
-def load_weights_dict(path):
-    out = {}
-    for file in sorted(set(safetensors_files(path).values())):
-        out.update(load_file(file))
-    return out
 
 
 def build(trt_standin, path, **mc):

@@ -104,3 +104,15 @@ def fp8_as_trtllm_loads_it(src: str, dst: str, experts: bool = False) -> str:
             shutil.copy(os.path.join(src, f), os.path.join(dst, f))
     save_file({k: v.contiguous() for k, v in w.items()}, os.path.join(dst, "model.safetensors"))
     return dst
+
+
+def load_weights_dict(path):
+    """Every stored tensor of a checkpoint directory (single-file or sharded), by stored name."""
+    from safetensors.torch import load_file
+
+    from hunyuan_plugins.core.checkpoint import safetensors_files
+
+    out = {}
+    for file in sorted(set(safetensors_files(path).values())):
+        out.update(load_file(file))
+    return out

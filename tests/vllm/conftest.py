@@ -7,6 +7,7 @@ one process. The reference core runs here, in this process, on the same checkpoi
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -48,10 +49,18 @@ def run_llm(model: str, *, expect_failure: bool = False, timeout: int = 420, env
     return LLMRun(json.loads(line[len("RESULT "):]), log)
 
 
-def core_reference(path: str) -> tuple[list[list[int]], list[torch.Tensor]]:
-    """Greedy tokens and prompt logprobs of the reference core (fp32) on PROMPTS."""
-    model = load_model(path, torch.float32)
+def core_reference(path: str, **kw) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Greedy tokens and prompt logprobs of the reference core (fp32) on PROMPTS (FP8: W8A8, as
+    the checkpoint specifies; ``fp8_activations="none"`` for the weight-only dequantised form)."""
+    model = load_model(path, torch.float32, **kw)
     return ([generate(model, p, MAX_TOKENS) for p in PROMPTS], [prompt_logprobs(model, p) for p in PROMPTS])
+
+
+def model_line(run: LLMRun) -> str:
+    """Our class's start-up log line (architecture, KV-cache layers, quantization, kernels per layer kind)."""
+    lines = [x for x in run.log.splitlines() if re.search(r"hunyuan_plugins: HunYuan\w+ \(\d+ layers", x)]
+    assert lines, f"our model class did not log its start-up line:\n{run.log[-3000:]}"
+    return lines[-1]
 
 
 def max_logprob_diff(run: LLMRun, ref: list[torch.Tensor]) -> float:

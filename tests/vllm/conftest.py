@@ -31,6 +31,12 @@ class LLMRun:
     def tokens(self) -> list[list[int]]:
         return [r["tokens"] for r in self.result]
 
+    @property
+    def config(self) -> dict:
+        """What the engine ran with (run_llm.py's CONFIG line): max_model_len, max_num_batched_tokens, ..."""
+        line = next(x for x in self.log.splitlines() if x.startswith("CONFIG "))
+        return json.loads(line[len("CONFIG "):])
+
 
 def run_llm(model: str, *, expect_failure: bool = False, timeout: int = 420, env: dict | None = None,
             **args) -> LLMRun:

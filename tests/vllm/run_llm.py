@@ -26,4 +26,10 @@ if __name__ == "__main__":  # vLLM spawns processes: the guard is required
                "prompt_logprobs": [None if d is None else d[t].logprob
                                    for t, d in zip(o.prompt_token_ids, o.prompt_logprobs)]}
               for o in outs]
+    config = llm.llm_engine.vllm_config
+    print("CONFIG " + json.dumps({
+        "max_model_len": config.model_config.max_model_len,
+        "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
+        "pipeline_parallel_size": config.parallel_config.pipeline_parallel_size,
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN": os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN")}), flush=True)
     print("RESULT " + json.dumps(result), flush=True)

@@ -27,6 +27,7 @@ from torch import nn
 from vllm.compilation.decorators import support_torch_compile
 from vllm.config import CacheConfig, VllmConfig
 from vllm.distributed import get_pp_group, get_tensor_model_parallel_world_size
+from vllm.distributed.utils import get_pp_indices
 from vllm.logger import init_logger
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -216,16 +217,20 @@ class HunyuanModel(nn.Module):
         self.cfg = cfg
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, quant_config=quant_config,
                                                    prefix=f"{prefix}.embed_tokens")
+        # vLLM's own split (make_layers uses the same), checked before any layer is built: vLLM's
+        # Attention would otherwise refuse the cross layer's KV-sharing target with a less useful error
+        pp = get_pp_group()
+        start, end = get_pp_indices(cfg.num_layers, pp.rank_in_group, pp.world_size)
+        if start < end and not cfg.owns_kv(start):
+            raise ValueError(
+                f"pipeline stage {pp.rank_in_group} starts at CLA cross layer {start}, whose K/V live on the "
+                f"previous stage; choose a pipeline size (or VLLM_PP_LAYER_PARTITION) that splits "
+                f"num_hidden_layers={cfg.num_layers} on pair boundaries (cla_share_factor={cfg.cla_share_factor})")
         self.start_layer, self.end_layer, self.layers = make_layers(
             cfg.num_layers,
             lambda prefix: HunyuanDecoderLayer(cfg, int(prefix.rsplit(".", 1)[1]), max_position, cache_config,
                                                quant_config, prefix, eplb, redundant, moe_quant_config),
             prefix=f"{prefix}.layers")
-        if not cfg.owns_kv(self.start_layer) and self.start_layer < self.end_layer:
-            raise ValueError(
-                f"pipeline stage starts at CLA cross layer {self.start_layer}, whose K/V live on the previous "
-                f"stage; choose a pipeline size that splits num_hidden_layers={cfg.num_layers} on pair boundaries "
-                f"(cla_share_factor={cfg.cla_share_factor})")
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
             ["hidden_states", "residual"], cfg.hidden_size)
@@ -277,6 +282,24 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
         logger.info("hunyuan_plugins: %s (%d layers, %d KV-cache layers%s, %s)", arch, cfg.num_layers,
                     cfg.num_kv_layers, ", CLA" if cfg.use_cla else "",
                     quant.describe(vllm_config, self.model.quant_plan))
+        self._log_context(vllm_config.model_config.max_model_len)
+
+    def _log_context(self, max_model_len: int) -> None:
+        """The context served vs what config.json says and what the model was trained to."""
+        from hunyuan_plugins.vllm import trained_context
+
+        cfg, trained = self.cfg, trained_context(self.cfg)
+        rope_table = 0  # this stage's first layer's RoPE table (PP: the other stages' layers are missing)
+        if self.model.start_layer < self.model.end_layer:
+            rope_table = self.model.layers[self.model.start_layer].self_attn.rotary_emb.cos_sin_cache.shape[0]
+        logger.info("hunyuan_plugins: context %d tokens (config max_position_embeddings %d, RoPE base %.9g%s; "
+                    "trained: %s); RoPE table %d positions", max_model_len, cfg.max_position_embeddings,
+                    cfg.rope_base, f", alpha {cfg.rope_alpha:g}" if cfg.rope_alpha > 1 else "",
+                    f"{trained[0]} ({trained[1]})" if trained else "not known", rope_table)
+        if trained and max_model_len > trained[0]:
+            logger.warning("hunyuan_plugins: max_model_len %d is past the %d tokens %s was trained to: positions "
+                           "stay exact (static alpha RoPE) but quality there is untested", max_model_len,
+                           trained[0], trained[1])
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)

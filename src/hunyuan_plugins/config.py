@@ -23,6 +23,14 @@ ARCH_MOE = "HunYuanMoEV1ForCausalLM"      # Hunyuan-A13B
 ARCH_LARGE = "HunYuanForCausalLM"         # Hunyuan-Large (CLA, top-1)
 ARCH_DENSE = "HunYuanDenseV1ForCausalLM"  # dense 0.5B..7B
 ARCHITECTURES = (ARCH_MOE, ARCH_LARGE, ARCH_DENSE)
+
+#: The context each published model was trained to, where known: config.json understates it (A13B
+#: says max_position_embeddings 32768). Keyed by (architecture, hidden_size, num_hidden_layers,
+#: num_experts), so a tiny or unknown model is "not known". Dense models: not listed (unverified).
+TRAINED_CONTEXT = {
+    (ARCH_MOE, 4096, 32, 64): (262144, "Hunyuan-A13B"),
+    (ARCH_LARGE, 6400, 64, 16): (262144, "Hunyuan-Large (Instruct: 131072)"),
+}
 MODEL_TYPES = ("hunyuan", "hunyuan_v1_moe", "hunyuan_v1_dense")
 
 
@@ -88,6 +96,17 @@ class HunyuanConfig:
     def rope_base(self) -> float:
         d = self.head_dim
         return self.rope_theta * self.rope_alpha ** (d / (d - 2))
+
+    @property
+    def positions_unbounded(self) -> bool:
+        """Alpha RoPE (alpha > 1) has a static base: every position is computed exactly, so
+        ``max_position_embeddings`` is no ceiling for the served context."""
+        return self.rope_alpha > 1.0
+
+    @property
+    def trained_context(self) -> tuple[int, str] | None:
+        """(tokens, model name) the published model was trained to (:data:`TRAINED_CONTEXT`), or None."""
+        return TRAINED_CONTEXT.get((self.architecture, self.hidden_size, self.num_layers, self.num_experts))
 
     @property
     def q_size(self) -> int:
@@ -356,3 +375,18 @@ def _parse(raw: dict) -> HunyuanConfig:
         quantization_config=quant,
         raw=raw,
     )
+
+
+def alpha_rope_config(raw: dict) -> HunyuanConfig | None:
+    """The parsed config when ``raw`` (an engine's view of config.json) is a valid Hunyuan config of
+    one of our architectures whose positions are unbounded (alpha RoPE), else None. What engine
+    adapters ask before serving a context past ``max_position_embeddings``; an invalid config is
+    left to the engine's own rules here (the model class names its bad field at start-up)."""
+    archs = raw.get("architectures") or []
+    if not archs or archs[0] not in ARCHITECTURES:
+        return None
+    try:
+        cfg = HunyuanConfig.from_dict({**raw, "quantization_config": None})
+    except (HunyuanConfigError, TypeError, ValueError):
+        return None
+    return cfg if cfg.positions_unbounded else None

@@ -182,3 +182,20 @@ def test_heads_per_rank_refuses_what_does_not_divide(tp, field):
     cfg = HunyuanConfig.from_dict(dict(A13B) if tp == 3 else dict(A13B, num_attention_heads=48, num_key_value_heads=16))
     with pytest.raises(ValueError, match=field):
         cfg.heads_per_rank(tp)
+
+
+def test_alpha_rope_config_and_trained_context():
+    """What the engine adapters ask before serving past max_position_embeddings."""
+    from hunyuan_plugins.config import alpha_rope_config
+    from hunyuan_plugins.core.tiny import tiny_config
+
+    raw = tiny_config("a13b")
+    cfg = alpha_rope_config(raw)
+    assert cfg is not None and cfg.positions_unbounded and cfg.trained_context is None  # tiny: not known
+    assert alpha_rope_config({**raw, "rope_scaling": None}) is None          # plain RoPE: the engine's ceiling
+    assert alpha_rope_config({**raw, "architectures": ["LlamaForCausalLM"]}) is None
+    assert alpha_rope_config({**raw, "num_attention_heads": 3}) is None      # invalid: left to the engine
+    a13b = HunyuanConfig.from_dict({**raw, "hidden_size": 4096, "num_hidden_layers": 32, "num_experts": 64,
+                                    "attention_head_dim": 128, "num_attention_heads": 32, "moe_topk": 8,
+                                    "moe_intermediate_size": 3072, "num_shared_expert": 1})
+    assert a13b.trained_context == (262144, "Hunyuan-A13B")

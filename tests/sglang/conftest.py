@@ -65,6 +65,9 @@ def sglang_env() -> dict:
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)  # the entry point alone must select our classes
     env.pop("SGLANG_PLUGINS", None)
+    # SGLang's own ways past its context-length check: the plugin must not need them
+    env.pop("SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN", None)
+    env.pop("SGLANG_IS_IN_CI", None)
     return env
 
 
@@ -99,10 +102,11 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     return out
 
 
-def start_engines(entries: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+def start_engines(entries: list[str], log_path: Path, env: dict | None = None,
+                  args: list[str] | None = None, prompt_ids: list[int] = PROMPT_IDS) -> subprocess.Popen:
     """run_engine.py on `entries` in a subprocess of its own session, output to `log_path`."""
-    cmd = [sys.executable, str(HERE / "run_engine.py"), "--prompt-ids", ",".join(map(str, PROMPT_IDS)),
-           "--max-new-tokens", str(MAX_NEW_TOKENS), *entries]
+    cmd = [sys.executable, str(HERE / "run_engine.py"), "--prompt-ids", ",".join(map(str, prompt_ids)),
+           "--max-new-tokens", str(MAX_NEW_TOKENS), *(args or []), *entries]
     with open(log_path, "w") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**sglang_env(), **(env or {})},
                                 start_new_session=True)
@@ -118,9 +122,10 @@ def wait(proc: subprocess.Popen, timeout: float) -> int | None:
     return proc.returncode
 
 
-def run_engines(named_entries: dict[str, str], log_path: Path, env: dict | None = None) -> tuple[dict, str]:
+def run_engines(named_entries: dict[str, str], log_path: Path, env: dict | None = None,
+                args: list[str] | None = None, prompt_ids: list[int] = PROMPT_IDS) -> tuple[dict, str]:
     """{name: run_engine entry} through SGLang's offline Engine, one subprocess -> (results by name, log)."""
-    rc = wait(start_engines(list(named_entries.values()), log_path, env), timeout=1500)
+    rc = wait(start_engines(list(named_entries.values()), log_path, env, args, prompt_ids), timeout=1500)
     text = log_path.read_text()
     by_entry = {}
     for line in text.splitlines():
@@ -146,6 +151,73 @@ def backend_run(checkpoints, tmp_path_factory):
     """HUNYUAN_MOE_BACKEND=hunyuan with our Triton kernels in Triton's interpreter -> (results, log)."""
     return run_engines({name: checkpoints[name] for name in BACKEND_RUN},
                        tmp_path_factory.mktemp("sglang-backend") / "engine.log", env=BACKEND_ENV)
+
+
+#: SGLang's tensor parallel on CPU (TP 2), see docs/sglang.md "Tensor parallel on CPU": one core per rank
+#: (SGLang asserts ranks <= NUMA nodes otherwise), and no NCCL library for SGLang's pynccl (torch's
+#: CUDA build ships libnccl.so.2, so pynccl starts and calls torch.cuda.device("cpu")); all-reduce then
+#: runs on SGLang's gloo group.
+TP_RUN = ("a13b-tencent", "large-fp8")
+
+
+def tp_env() -> dict:
+    cores = sorted(os.sched_getaffinity(0))
+    return {"SGLANG_CPU_OMP_THREADS_BIND": f"{cores[0]}|{cores[-1]}",
+            "SGLANG_NCCL_SO_PATH": "/nonexistent/hunyuan-plugins-no-nccl/libnccl.so.2"}
+
+
+@pytest.fixture(scope="session")
+def tp_run(checkpoints, tmp_path_factory):
+    """A13B and Large FP8 (CLA) at tensor parallel 2 on CPU -> (results, log)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("tensor parallel 2 on CPU needs 2 cores, one per rank")
+    return run_engines({name: checkpoints[name] for name in TP_RUN},
+                       tmp_path_factory.mktemp("sglang-tp") / "engine.log", env=tp_env(), args=["--tp-size", "2"])
+
+
+#: the long-context run: tiny checkpoints whose config.json says max_position_embeddings 64, served
+#: with --context-length 512 and a prompt of 150 tokens in chunks of 64, no environment variable
+SHORT_MAX_POSITION = 64
+LONG_CONTEXT = 512
+LONG_CHUNK = 64
+LONG_PROMPT_IDS = [(7 * i + 3) % 300 + 1 for i in range(150)]
+TOO_LONG = 600
+LONG_RUN = ("a13b-tencent", "large-cla")
+
+
+def short_config_copy(src: str, dst: Path, drop_rope: bool = False) -> str:
+    """A copy of checkpoint `src` whose config.json says max_position_embeddings 64 (and, with
+    `drop_rope`, has no rope_scaling: plain RoPE, no alpha)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["max_position_embeddings"] = SHORT_MAX_POSITION
+    if drop_rope:
+        cfg.pop("rope_scaling", None)
+        cfg.pop("rope_parameters", None)
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
+def short_checkpoints(checkpoints, tmp_path_factory) -> dict[str, str]:
+    """name -> copy with max_position_embeddings 64; "plain-rope" = the A13B one without alpha RoPE,
+    "native" = the transformers-native A13B."""
+    root = tmp_path_factory.mktemp("sglang-short")
+    out = {name: short_config_copy(checkpoints[name], root / name) for name in LONG_RUN}
+    out["native"] = short_config_copy(checkpoints["a13b-native"], root / "native")
+    out["plain-rope"] = short_config_copy(checkpoints["a13b-tencent"], root / "plain-rope", drop_rope=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def long_context_run(short_checkpoints, tmp_path_factory):
+    """The max_position_embeddings-64 checkpoints served at context 512 (chunked prefill 64) -> (results, log)."""
+    args = ["--context-length", str(LONG_CONTEXT), "--chunked-prefill-size", str(LONG_CHUNK),
+            "--too-long", str(TOO_LONG)]
+    return run_engines({name: short_checkpoints[name] for name in LONG_RUN},
+                       tmp_path_factory.mktemp("sglang-long") / "engine.log", args=args, prompt_ids=LONG_PROMPT_IDS)
 
 
 def _break_fp8(src: str, dst: Path, tensor: str, value) -> str:

@@ -81,13 +81,12 @@ def test_plain_rope_and_publisher_limit_keep_vllm_rules(tiny, tmp_path, monkeypa
 def test_trained_context_table():
     from hunyuan_plugins.config import HunyuanConfig
     from hunyuan_plugins.core.tiny import tiny_config
-    from hunyuan_plugins.vllm import trained_context
 
     a13b = HunyuanConfig.from_dict({**tiny_config("a13b"), "hidden_size": 4096, "num_hidden_layers": 32,
                                     "num_experts": 64, "attention_head_dim": 128, "num_attention_heads": 32,
                                     "moe_topk": 8, "moe_intermediate_size": 3072, "num_shared_expert": 1})
-    assert trained_context(a13b) == (262144, "Hunyuan-A13B")
-    assert trained_context(HunyuanConfig.from_dict(tiny_config("a13b"))) is None
+    assert a13b.trained_context == (262144, "Hunyuan-A13B")
+    assert HunyuanConfig.from_dict(tiny_config("a13b")).trained_context is None
 
 
 # ---- context: served by a real engine ------------------------------------------------------------

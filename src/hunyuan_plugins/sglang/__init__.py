@@ -24,6 +24,11 @@ hands OUR model classes our quant configs (``hunyuan_plugins.sglang.quant_method
 ``Fp8Config`` / ``GPTQConfig`` subclassed, fp32 accepted, per layer kind SGLang's kernel or
 ``torch.ops.hunyuan``); every other model goes through SGLang's function untouched.
 
+Context length: an AROUND hook on SGLang's ``ModelConfig._derive_context_length`` lets a Hunyuan
+config with alpha-NTK RoPE serve the ``--context-length`` the user asks for past
+``max_position_embeddings`` (A13B's config says 32768, the model is trained to 256K) without
+``SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN`` (see :func:`_context_length_hook`).
+
 Also installed here: a hook for SGLang's CPU padding bug with list-valued
 ``moe_intermediate_size`` (see :func:`_cpu_padding_hook`), Tencent's ``model_type: "hunyuan"``
 config class (no ``trust_remote_code``) and the A13B parsers (``hunyuan_plugins.sglang.parsers``).
@@ -55,6 +60,7 @@ def register() -> None:
     how = _register_models()
     _register_padding_hook()
     _register_quant_config_hook()
+    _register_context_length_hook()
     from hunyuan_plugins.sglang import parsers
 
     parsers.register()
@@ -128,3 +134,51 @@ def _register_quant_config_hook() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(_QUANT_CONFIG_TARGET, _quant_config_hook, HookType.AROUND)
+
+
+_CONTEXT_TARGET = "sglang.srt.configs.model_config.ModelConfig._derive_context_length"
+
+def alpha_rope_config(hf_config):
+    """:func:`hunyuan_plugins.config.alpha_rope_config` of SGLang's HF config object."""
+    from hunyuan_plugins.config import alpha_rope_config as core_alpha_rope_config
+
+    return core_alpha_rope_config(hf_config.to_dict())
+
+
+def _context_length_hook(original, model_config, context_length, *args, **kwargs):
+    """SGLang 0.5.23 refuses a ``context_length`` above the config's ``max_position_embeddings``
+    unless ``SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1`` (``ModelConfig._derive_context_length``).
+    Hunyuan's alpha-NTK RoPE has a static base (``HunyuanConfig.rope_base``), so positions past
+    ``max_position_embeddings`` are computed exactly and the model is trained well past it: for
+    our architectures with alpha RoPE the requested length is served as asked. SGLang's own
+    function runs first (at the config's length), then ``context_len`` -- which sizes the
+    req_to_token pool, the scheduler's request limits and the tokenizer manager's check -- and
+    ``hf_config.context_len`` (which sizes our RoPE table) are set to the request. Every other model,
+    and a Hunyuan config without alpha RoPE, gets SGLang's function untouched (and its refusal)."""
+    cfg = None if context_length is None or getattr(model_config, "is_draft_model", False) \
+        else alpha_rope_config(model_config.hf_config)
+    if cfg is None:
+        return original(model_config, context_length, *args, **kwargs)
+    from sglang.srt.utils.hf_transformers.common import get_context_length
+
+    derived = get_context_length(model_config.hf_text_config)
+    if context_length <= derived:
+        return original(model_config, context_length, *args, **kwargs)
+    result = original(model_config, derived, *args, **kwargs)
+    model_config.context_len = context_length
+    model_config.hf_config.context_len = context_length
+    trained, what = cfg.trained_context or (None, None)
+    note = f"published with a trained context of {trained} ({what})" if trained else "trained context not known"
+    logger.info("hunyuan_plugins: %s context_length %d served past max_position_embeddings=%d (alpha-NTK RoPE, "
+                "static base %.6g: exact at every position); %s", cfg.architecture, context_length,
+                cfg.max_position_embeddings, cfg.rope_base, note)
+    if trained and context_length > trained:
+        logger.warning("hunyuan_plugins: context_length %d is longer than the %d tokens %s was trained on",
+                       context_length, trained, cfg.architecture)
+    return result
+
+
+def _register_context_length_hook() -> None:
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(_CONTEXT_TARGET, _context_length_hook, HookType.AROUND)

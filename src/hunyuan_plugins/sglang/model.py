@@ -8,7 +8,8 @@ specific to SGLang lives here: its parallel linears, ``RadixAttention`` and its 
 Differences from SGLang's built-in ``models/hunyuan.py`` (which crashes on the first prefill):
 * q/k reach ``RadixAttention`` as ``(tokens, heads * head_dim)`` after QK-norm (the built-in hands
   over ``(tokens * heads, head_dim)``, which 0.5.23's padded-row logic cuts to ``tokens`` rows);
-* RoPE uses the alpha-NTK base ``theta * alpha ** (d / (d - 2))`` directly (valid at any length);
+* RoPE uses the alpha-NTK base ``theta * alpha ** (d / (d - 2))`` directly (valid at any length),
+  its table sized to the served context (``--context-length`` may exceed ``max_position_embeddings``);
 * fp32 router; per-layer lists from the config; ``prefix`` passed to every layer;
 * CLA that runs and shares memory: a CLA pair has ONE KV-cache slot. ``RadixAttention.layer_id``
   is the pair's slot, the owner layer writes, the cross layer attends with
@@ -229,11 +230,18 @@ class HunyuanDecoderLayer(nn.Module):
         return self.mlp(hidden), residual, kv
 
 
+def rope_positions(cfg: HunyuanConfig, config) -> int:
+    """Positions the RoPE cos/sin table must cover: the served context (SGLang copies it to
+    ``config.context_len``; past ``max_position_embeddings`` for Hunyuan's alpha RoPE, see the
+    plugin's context-length hook) or ``max_position_embeddings``, whichever is larger."""
+    return max(cfg.max_position_embeddings, int(getattr(config, "context_len", 0) or 0))
+
+
 class HunyuanModel(nn.Module):
-    def __init__(self, cfg: HunyuanConfig, quant_config, prefix: str = "model"):
+    def __init__(self, cfg: HunyuanConfig, quant_config, prefix: str = "model", max_position: int | None = None):
         super().__init__()
         self.cfg = cfg
-        max_position = cfg.max_position_embeddings
+        max_position = max_position or cfg.max_position_embeddings
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, prefix=f"{prefix}.embed_tokens")
         self.layers = nn.ModuleList(
             HunyuanDecoderLayer(cfg, i, max_position, quant_config, f"{prefix}.layers.{i}")
@@ -264,7 +272,9 @@ class HunyuanForCausalLMBase(nn.Module):
         self.quant_plan = quant.plan(cfg.quantization_config, engine="sglang", on_cpu=is_cpu(),
                                      engine_has_config=quant_config is not None)  # decided once per build
         layer_quant = None if self.quant_plan.dequantize else quant_config
-        self.model = HunyuanModel(cfg, layer_quant, prefix=f"{prefix}.model" if prefix else "model")
+        self.rope_positions = rope_positions(cfg, config)
+        self.model = HunyuanModel(cfg, layer_quant, prefix=f"{prefix}.model" if prefix else "model",
+                                  max_position=self.rope_positions)
         # lm_head stays unquantized (it is on every Hunyuan quantization ignore-list)
         self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, quant_config=None,
                                       prefix=f"{prefix}.lm_head" if prefix else "lm_head")
@@ -278,6 +288,9 @@ class HunyuanForCausalLMBase(nn.Module):
         logger.info("hunyuan_plugins: %s served by %s.%s (%d layers, %d KV-cache layers%s, %s)", arch,
                     type(self).__module__, arch, cfg.num_layers, cfg.num_kv_layers,
                     ", CLA" if cfg.use_cla else "", self.quant_plan.describe(self._kernels(layer_quant)))
+        logger.info("hunyuan_plugins: RoPE table covers %d positions (served context %s, max_position_embeddings %d, "
+                    "base %.6g)", self.rope_positions, getattr(config, "context_len", None),
+                    cfg.max_position_embeddings, cfg.rope_base)
 
     def _kernels(self, layer_quant) -> str:
         """'kernels: <layer kind> -> <kernel> (<why>); ...' for the start-up log line."""

@@ -14,34 +14,18 @@ length): a Hunyuan config with alpha RoPE serves whatever ``--max-model-len`` is
 
 from __future__ import annotations
 
-from hunyuan_plugins.config import ARCH_LARGE, ARCH_MOE, ARCHITECTURES, HunyuanConfig
+from hunyuan_plugins.config import ARCHITECTURES, HunyuanConfig
+from hunyuan_plugins.config import alpha_rope_config as core_alpha_rope_config
 
 _registered = False
 
-# The context each published model was trained to, where known: config.json understates it
-# (A13B says max_position_embeddings 32768). Keyed by (architecture, hidden, layers, experts).
-# TODO(core): this table belongs in hunyuan_plugins.config, shared by every engine adapter.
-TRAINED_CONTEXT = {
-    (ARCH_MOE, 4096, 32, 64): (262144, "Hunyuan-A13B"),
-    (ARCH_LARGE, 6400, 64, 16): (262144, "Hunyuan-Large (Instruct: 131072)"),
-}
 MODEL_TYPES = ("hunyuan", "hunyuan_v1_moe", "hunyuan_v1_dense")
 UNCAPPED = float("inf")  # model_max_length we set: no ceiling (a real config.json cannot say Infinity)
 
 
-def trained_context(cfg: HunyuanConfig) -> tuple[int, str] | None:
-    """(tokens, model name) the published model was trained to, or None when not known."""
-    return TRAINED_CONTEXT.get((cfg.architecture, cfg.hidden_size, cfg.num_layers, cfg.num_experts))
-
-
 def alpha_rope_config(hf_config) -> HunyuanConfig | None:
-    """The normalised config when `hf_config` is a valid Hunyuan config with alpha RoPE, else None
-    (an invalid one is left to vLLM here; our model class names the bad field at start-up)."""
-    try:
-        cfg = HunyuanConfig.from_dict({**hf_config.to_dict(), "quantization_config": None})
-    except Exception:  # noqa: BLE001  (any reason not to claim it: vLLM's own rules apply)
-        return None
-    return cfg if cfg.rope_alpha > 1.0 else None
+    """:func:`hunyuan_plugins.config.alpha_rope_config` of vLLM's HF config object."""
+    return core_alpha_rope_config(hf_config.to_dict())
 
 
 def context_limits(hf_config) -> tuple[int, bool] | None:
@@ -77,7 +61,7 @@ def _convertor(base: type) -> type:
             # to hf_config.model_max_length (its documented override for such models)
             self.hf_text_config.model_max_length = UNCAPPED
             cfg = alpha_rope_config(self.hf_text_config)
-            trained = trained_context(cfg)
+            trained = cfg.trained_context
             logger.info_once(
                 "hunyuan_plugins: %s alpha RoPE (static base %.9g) is exact at any position: "
                 "--max-model-len is not capped by max_position_embeddings=%d (the default); %s",

@@ -286,9 +286,7 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
 
     def _log_context(self, max_model_len: int) -> None:
         """The context served vs what config.json says and what the model was trained to."""
-        from hunyuan_plugins.vllm import trained_context
-
-        cfg, trained = self.cfg, trained_context(self.cfg)
+        cfg, trained = self.cfg, self.cfg.trained_context
         rope_table = 0  # this stage's first layer's RoPE table (PP: the other stages' layers are missing)
         if self.model.start_layer < self.model.end_layer:
             rope_table = self.model.layers[self.model.start_layer].self_attn.rotary_emb.cos_sin_cache.shape[0]

@@ -75,3 +75,15 @@ def max_logprob_diff(run: LLMRun, ref: list[torch.Tensor]) -> float:
         got = torch.tensor(r["prompt_logprobs"][1:], dtype=torch.float64)  # first prompt token has none
         worst = max(worst, (got - want.double()).abs().max().item())
     return worst
+
+
+def assert_matches_core(run: LLMRun, reference: tuple[list[list[int]], list[torch.Tensor]], what: str,
+                        tol: float = 1e-4, detail: str = "") -> float:
+    """Greedy tokens identical to the core's and prompt logprobs within `tol`; prints the figure."""
+    tokens, logprobs = reference
+    diff = max_logprob_diff(run, logprobs)
+    print(f"\nvLLM {what}: greedy tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, "
+          f"max |prompt logprob diff| vs core = {diff:.2e}" + (f"\n  {detail}" if detail else ""))
+    assert run.tokens == tokens
+    assert diff <= tol
+    return diff

@@ -18,7 +18,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import core_reference, max_logprob_diff, model_line, run_llm
+from conftest import assert_matches_core, core_reference, model_line, run_llm
 
 from hunyuan_plugins.core.model import generate, load_model, prompt_logprobs
 
@@ -102,14 +102,10 @@ def test_served_past_max_position_embeddings(tiny, tmp_path, dialect):
     assert ctx and f"context {SERVED} tokens (config max_position_embeddings {SHORT_MPE}" in ctx[-1], run.log[-3000:]
     assert f"RoPE table {SERVED} positions" in ctx[-1]  # vLLM's cos/sin cache covers the served context
     assert cfg["max_num_batched_tokens"] >= SERVED or "Chunked prefill is enabled" in run.log
-    tokens, logprobs = _core(path, LONG_PROMPTS)
-    diff = max_logprob_diff(run, logprobs)
-    print(f"\nvLLM {dialect} config max_position_embeddings {SHORT_MPE}, served max_model_len {cfg['max_model_len']} "
-          f"(max_num_batched_tokens {cfg['max_num_batched_tokens']}), prompts {[len(p) for p in LONG_PROMPTS]}: "
-          f"tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, max |prompt logprob diff| = {diff:.2e}"
-          f"\n  {ctx[-1].split('hunyuan_plugins: ', 1)[1]}")
-    assert run.tokens == tokens
-    assert diff <= 1e-4
+    assert_matches_core(run, _core(path, LONG_PROMPTS),
+                        f"{dialect} config max_position_embeddings {SHORT_MPE}, served max_model_len "
+                        f"{cfg['max_model_len']} (max_num_batched_tokens {cfg['max_num_batched_tokens']}), "
+                        f"prompts {[len(p) for p in LONG_PROMPTS]}", detail=ctx[-1].split("hunyuan_plugins: ", 1)[1])
 
 
 # ---- pipeline parallel ---------------------------------------------------------------------------
@@ -137,12 +133,8 @@ def test_pipeline_parallel_2(tiny, model):
     ours = "\n".join(x for x in run.log.splitlines() if "hunyuan_plugins: HunYuan" in x)
     stages = re.findall(r"\(Worker_PP(\d)", ours)
     assert sorted(set(stages)) == ["0", "1"], run.log[-3000:]  # our class built on both stages
-    tokens, logprobs = core_reference(path)
-    diff = max_logprob_diff(run, logprobs)
-    print(f"\nvLLM PP=2 {model}: tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, "
-          f"max |prompt logprob diff| = {diff:.2e}\n  {model_line(run).split('hunyuan_plugins: ', 1)[1]}")
-    assert run.tokens == tokens
-    assert diff <= 1e-4
+    assert_matches_core(run, core_reference(path), f"PP=2 {model}",
+                        detail=model_line(run).split("hunyuan_plugins: ", 1)[1])
 
 
 def test_pipeline_stage_at_cla_cross_layer_is_refused(tiny):

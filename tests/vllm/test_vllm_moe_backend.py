@@ -5,7 +5,7 @@ FP8 and a GPTQ-Int4 checkpoint: greedy tokens identical to the core."""
 import re
 
 import pytest
-from conftest import core_reference, max_logprob_diff, model_line, run_llm
+from conftest import assert_matches_core, core_reference, model_line, run_llm
 
 TRITON = {"HUNYUAN_MOE_BACKEND": "hunyuan", "HUNYUAN_TRITON_ON_CPU": "1", "TRITON_INTERPRET": "1"}
 CASES = {
@@ -25,9 +25,4 @@ def test_hunyuan_moe_backend_triton_matches_core(tiny, case):
     assert re.search(rf"moe: hunyuan {op} \(.*HUNYUAN_MOE_BACKEND=hunyuan", line), line
     ran = re.search(rf"MoE ran torch\.ops\.hunyuan\.{op} on cpu via (.*)", run.log)
     assert ran and ran.group(1).strip() == "Triton interpreter", run.log[-3000:]
-    tokens, logprobs = core_reference(path)
-    diff = max_logprob_diff(run, logprobs)
-    print(f"\nvLLM a13b {case}, HUNYUAN_MOE_BACKEND=hunyuan, Triton interpreter: greedy tokens "
-          f"{'identical' if run.tokens == tokens else 'DIFFERENT'}, max |prompt logprob diff| = {diff:.2e}")
-    assert run.tokens == tokens
-    assert diff <= 1e-4
+    assert_matches_core(run, core_reference(path), f"a13b {case}, HUNYUAN_MOE_BACKEND=hunyuan, Triton interpreter")

@@ -3,6 +3,7 @@
     hunyuan-plugins make-tiny --model a13b --dialect tencent --format bf16 --out DIR
     hunyuan-plugins make-tiny --all DIR          # every model x dialect x format fixture
     hunyuan-plugins make-tiny --trained --out DIR  # the toy trained to Hunyuan's reply format (~2 min)
+    hunyuan-plugins make-tiny --eagle3 TARGET_DIR --out DIR  # a tiny EAGLE-3 draft (AngelSlim's format)
     hunyuan-plugins chat [--model DIR] "Hello"   # reference core answers a chat request
 """
 
@@ -48,6 +49,14 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SystemExit("make-tiny: give --out DIR (one checkpoint) or --all DIR (the whole suite)")
+    if args.eagle3:
+        from hunyuan_plugins.core.eagle3 import make_eagle3_draft
+
+        stats = make_eagle3_draft(args.eagle3, args.out, seed=args.seed)
+        print(f"wrote an EAGLE-3 draft for {args.eagle3} to {args.out} (aux layers {stats['aux_layers']}, "
+              f"first-token acceptance {stats['acceptance']} with them, {stats['acceptance_wrong_layers']} "
+              "with any other layers)")
+        return 0
     if args.trained:
         from hunyuan_plugins.core.trained import make_trained
 
@@ -120,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained", action="store_true",
                    help="the tiny A13B trained on CPU to Hunyuan's reply format (thinking, answer, a tool call): "
                         "a toy, not a capable model; ~2 min on 2 cores")
+    p.add_argument("--eagle3", metavar="TARGET_DIR",
+                   help="a tiny EAGLE-3 draft in AngelSlim's format (Eagle3LlamaForCausalLM, 1 layer) for the tiny "
+                        "dense or A13B checkpoint in TARGET_DIR, trained on its greedy output (~15 s)")
     p.add_argument("--out", help="output directory of one checkpoint")
     p.add_argument("--all", metavar="DIR", help="write every model x dialect x format under DIR")
     p.set_defaults(func=cmd_make_tiny)

@@ -32,4 +32,10 @@ if __name__ == "__main__":  # vLLM spawns processes: the guard is required
         "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
         "pipeline_parallel_size": config.parallel_config.pipeline_parallel_size,
         "VLLM_ALLOW_LONG_MAX_MODEL_LEN": os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN")}), flush=True)
+    if args.get("metrics"):  # vLLM's own Prometheus counters (speculative decoding: drafts, acceptance)
+        from vllm.v1.metrics.reader import Counter, Vector
+
+        metrics = {m.name: (m.value if isinstance(m, Counter) else m.values)
+                   for m in llm.get_metrics() if isinstance(m, (Counter, Vector)) and "spec_decode" in m.name}
+        print("METRICS " + json.dumps(metrics), flush=True)
     print("RESULT " + json.dumps(result), flush=True)

@@ -43,7 +43,13 @@ from vllm.model_executor.layers.quantization import QuantizationConfig
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader, maybe_remap_kv_scale_name
-from vllm.model_executor.models.interfaces import SupportsLoRA, SupportsPP
+from vllm.model_executor.models.interfaces import (
+    EagleModelMixin,
+    SupportsEagle,
+    SupportsEagle3,
+    SupportsLoRA,
+    SupportsPP,
+)
 from vllm.model_executor.models.utils import (
     PPMissingLayer,
     is_pp_missing_parameter,
@@ -55,6 +61,7 @@ from vllm.sequence import IntermediateTensors
 
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
+from hunyuan_plugins.core.eagle3 import default_aux_layers
 from hunyuan_plugins.core.model import fold_key_norm
 from hunyuan_plugins.vllm import quant
 from hunyuan_plugins.vllm._compat import Attention, FusedMoEFactory
@@ -200,7 +207,9 @@ def hunyuan_config(vllm_config: VllmConfig) -> HunyuanConfig:
 
 
 @support_torch_compile
-class HunyuanModel(nn.Module):
+class HunyuanModel(nn.Module, EagleModelMixin):
+    supports_aux_hidden_states_over_pp = True  # packed into the stages' intermediate tensors (vLLM's)
+
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()
         cfg = hunyuan_config(vllm_config)
@@ -240,24 +249,32 @@ class HunyuanModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor,
                 intermediate_tensors: IntermediateTensors | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor | IntermediateTensors:
+                inputs_embeds: torch.Tensor | None = None
+                ) -> torch.Tensor | IntermediateTensors | tuple[torch.Tensor, list[torch.Tensor]]:
         # (annotations are read by @support_torch_compile to find the dynamic dimensions)
         if get_pp_group().is_first_rank:
             hidden = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
             residual = None
         else:
             hidden, residual = intermediate_tensors["hidden_states"], intermediate_tensors["residual"]
+        # EAGLE-3: the residual stream entering each layer of aux_hidden_state_layers (vLLM's helpers)
+        aux = self.collect_remote_aux_hidden_states(intermediate_tensors)
+        local_aux: list[torch.Tensor] = []
+        if get_pp_group().is_first_rank:
+            self._maybe_add_hidden_state(local_aux, self.start_layer, hidden, residual)
         shared_kv = None
-        for layer in islice(self.layers, self.start_layer, self.end_layer):
+        for i, layer in enumerate(islice(self.layers, self.start_layer, self.end_layer), start=self.start_layer):
             hidden, residual, shared_kv = layer(positions, hidden, residual, shared_kv)
+            self._maybe_add_hidden_state(local_aux, i + 1, hidden, residual)
         if not get_pp_group().is_last_rank:
-            return IntermediateTensors({"hidden_states": hidden, "residual": residual})
+            return IntermediateTensors({"hidden_states": hidden, "residual": residual,
+                                        **self.pack_local_aux_hidden_states(local_aux)})
         hidden, _ = self.norm(hidden, residual)
-        return hidden
+        aux = aux + local_aux
+        return (hidden, aux) if aux else hidden
 
 
-
-class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
+class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA, SupportsEagle, SupportsEagle3):
     packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
     embedding_modules = {"embed_tokens": "input_embeddings", "lm_head": "output_embeddings"}
 
@@ -302,9 +319,25 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA):
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)
 
+    # EAGLE / EAGLE-3 speculative decoding (AngelSlim's drafts): vLLM's SupportsEagle3 sets the layers
+    # on self.model (EagleModelMixin) and reads the embeddings / lm_head the draft shares by name.
+    def get_eagle3_default_aux_hidden_state_layers(self) -> tuple[int, ...]:
+        """(2, L//2, L-3), vLLM's default, with an error naming the config key for shallow targets."""
+        return default_aux_layers(self.cfg.num_layers)
+
+    def set_aux_hidden_state_layers(self, layers: tuple[int, ...]) -> None:
+        bad = [i for i in layers if not 0 <= i <= self.cfg.num_layers]
+        if bad:
+            raise ValueError(f"eagle_aux_hidden_state_layer_ids {list(layers)}: {bad} outside 0..{self.cfg.num_layers} "
+                             f"(the residual stream entering layer i; {self.cfg.num_layers} = the last layer's output)")
+        super().set_aux_hidden_state_layers(layers)
+        logger.info("hunyuan_plugins: EAGLE-3 auxiliary hidden states from the inputs of layers %s",
+                    self.model.aux_hidden_state_layers)
+
     def forward(self, input_ids: torch.Tensor | None, positions: torch.Tensor,
                 intermediate_tensors: IntermediateTensors | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor | IntermediateTensors:
+                inputs_embeds: torch.Tensor | None = None
+                ) -> torch.Tensor | IntermediateTensors | tuple[torch.Tensor, list[torch.Tensor]]:
         return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:

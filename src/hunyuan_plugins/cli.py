@@ -63,7 +63,12 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         if (args.model, args.dialect, args.size, args.shards) != ("a13b", "tencent", "tiny", 1):
             raise SystemExit("make-tiny --trained: the trained toy is the tiny Tencent-dialect A13B "
                              "(drop --model/--dialect/--size/--shards)")
-        make_trained(args.out, args.format, args.seed)
+        if args.seed == 0:  # the main job's weights: trained once, cached, written in the format asked
+            from hunyuan_plugins.core.trained import write_trained
+
+            write_trained(args.out, args.format, ensure_default_tiny())
+        else:
+            make_trained(args.out, args.format, args.seed)
         print(f"wrote the trained toy a13b/tencent/{args.format} to {args.out}")
         return 0
     make_tiny(args.out, args.model, args.dialect, args.format, args.size, args.seed, args.shards,

@@ -2,15 +2,14 @@
 vLLM and our plugin, and the answer shows Hunyuan's behaviour as vLLM's parsers (ours) see it."""
 
 import json
-import os
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from readme_commands import ROOT, argv, commands
 
 
 def test_demo_shows_reasoning_and_a_parsed_tool_call():
-    r = subprocess.run(["bash", os.path.join(ROOT, "ci", "demo.sh")], capture_output=True, text=True,
-                       timeout=900, cwd=ROOT)
+    (line,) = [c for c, _ in commands() if c.startswith("bash ci/demo.sh")]  # README's main job, as written
+    r = subprocess.run(argv(line), capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-4000:]
     answer = json.loads(r.stdout)
     print("\n" + r.stdout)

@@ -172,3 +172,14 @@ def make_trained(out_dir: str, fmt: str = "fp32", seed: int = 0, log=print) -> s
     log(f"[trained] done: {stats}")
     make_tiny(out_dir, "a13b", "tencent", fmt, seed=seed, weights=canonical_weights(model))
     return out_dir
+
+
+def write_trained(out_dir: str, fmt: str, trained_dir: str, seed: int = 0) -> str:
+    """The trained toy in format ``fmt`` from an already trained fp32 one (``make_trained(..., "fp32")``
+    with the same seed): the same files ``make_trained(out_dir, fmt, seed)`` writes, without training."""
+    from hunyuan_plugins.core.model import load_model
+    from hunyuan_plugins.core.tiny import make_tiny
+
+    weights = canonical_weights(load_model(trained_dir, torch.float32))
+    make_tiny(out_dir, "a13b", "tencent", fmt, seed=seed, weights=weights)
+    return out_dir

@@ -6,7 +6,11 @@ the other, in this one process, with dtype float32 and NO quantization flag, ove
 environment variable of ours: quantized checkpoints load as they are. Usage:
     python run_engine.py --prompt-ids 1,2,3 --max-new-tokens 8 ENTRY [ENTRY...]
 ENTRY is a checkpoint directory, or ``DIR#hidden`` to hide its quantization config from SGLang
-(``json_model_override_args={"quantization_config": null}``: the plugin's dequantise-at-load path).
+(``json_model_override_args={"quantization_config": null}``: the plugin's dequantise-at-load path),
+or ``DIR#eagle3=0,1,2`` / ``DIR#eagle3`` to capture EAGLE-3 auxiliary hidden states without a draft
+(SGLang's ``enable_return_aux_hidden_states`` with ``speculative_algorithm="EAGLE3"`` and
+``return_aux_hidden_state_layer_ids`` = the ids, SGLang's convention, or none): the result then has
+``aux_hidden_states``, one row per token the target ran (prompt, then each decode step).
 ``--tp-size N`` runs SGLang's tensor parallel (CPU: see conftest.tp_env). ``--context-length N``
 serves N tokens (past the config's max_position_embeddings for the long-context test) and adds
 SGLang's scheduler limits to the result (``server_info``); ``--chunked-prefill-size`` sets SGLang's
@@ -40,6 +44,12 @@ def main() -> None:
     for entry in args.entries:
         path, _, mode = entry.partition("#")
         override = json.dumps({"quantization_config": None}) if mode == "hidden" else "{}"
+        eagle3 = {}
+        if mode.startswith("eagle3"):  # SGLang's aux-hidden-state capture on the target, no draft
+            layer_ids = mode.partition("=")[2]
+            eagle3 = {"enable_return_aux_hidden_states": True, "speculative_algorithm": "EAGLE3",
+                      "return_aux_hidden_state_layer_ids": [int(i) for i in layer_ids.split(",")] if layer_ids
+                      else None}
         t0 = time.time()
         try:
             engine = sgl.Engine(model_path=path, json_model_override_args=override, device="cpu",
@@ -48,14 +58,15 @@ def main() -> None:
                                 max_total_tokens=2048, disable_overlap_schedule=True,
                                 chunked_prefill_size=args.chunked_prefill_size, context_length=args.context_length,
                                 max_running_requests=4, disable_cuda_graph=True, skip_server_warmup=True,
-                                tp_size=args.tp_size, log_level="info")
+                                tp_size=args.tp_size, log_level="info", **eagle3)
         except BaseException as e:  # noqa: BLE001  (reported, then the run stops)
             print("FAILED " + json.dumps({"entry": entry, "error": f"{type(e).__name__}: {e}"}), flush=True)
             raise SystemExit(3) from e
         init_s = time.time() - t0
         try:
             sp = {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "ignore_eos": True}
-            out = engine.generate(input_ids=ids, sampling_params=sp, return_logprob=True, logprob_start_len=0)
+            out = engine.generate(input_ids=ids, sampling_params=sp, return_logprob=True, logprob_start_len=0,
+                                  **({"return_hidden_states": True} if eagle3 else {}))
             times = []
             for _ in range(args.repeat):
                 t1 = time.time()
@@ -79,6 +90,9 @@ def main() -> None:
         result = {"entry": entry, "path": path, "tokens": out["output_ids"],
                   "prompt_logprobs": [lp for lp, _tid, _ in meta["input_token_logprobs"][1:]],
                   "init_seconds": init_s, "generate_seconds": times, **extra}
+        if eagle3:  # [prompt rows] then one row per decode step -> one list of rows
+            result["aux_hidden_states"] = [row for step in meta["hidden_states"]
+                                           for row in (step if isinstance(step[0], list) else [step])]
         print("RESULT " + json.dumps(result), flush=True)
 
 

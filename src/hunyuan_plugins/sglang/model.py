@@ -28,6 +28,13 @@ routed by ``hunyuan::moe_route``. The constructor logs which kernel runs each la
 ``hunyuan_plugins.quant.plan`` decides once per build; the old load-time dequantisation
 (``hunyuan_plugins.quant.stream``) runs only when the config was hidden from SGLang
 (``--json-model-override-args '{"quantization_config": null}'``) or ``HUNYUAN_SGLANG_DEQUANTIZE=1``.
+
+EAGLE-3 (``--speculative-algorithm EAGLE3``): the classes are SGLang EAGLE-3 targets
+(``set_eagle3_layers_to_capture``, ``capture_aux_hidden_states``, aux hidden states = the residual
+stream entering the chosen layers, handed to ``LogitsProcessor``; ``get_embed_and_head``). Which layers:
+:func:`eagle3_capture_layers` (SGLang's shifted ids, else the draft's top-level key as vLLM reads it,
+else (2, L//2, L-3)). ``Eagle3LlamaForCausalLM`` (AngelSlim's draft name) is registered as SGLang's
+``LlamaForCausalLMEagle3``. docs/sglang.md, "EAGLE-3 speculative decoding".
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from torch import nn
 from hunyuan_plugins import ops, quant
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
+from hunyuan_plugins.core.eagle3 import default_aux_layers, draft_aux_layers
 from hunyuan_plugins.core.model import fold_key_norm
 from hunyuan_plugins.sglang import quant_methods
 
@@ -247,14 +255,22 @@ class HunyuanModel(nn.Module):
             HunyuanDecoderLayer(cfg, i, max_position, quant_config, f"{prefix}.layers.{i}")
             for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        #: EAGLE-3: indices i of the residual stream to return with the hidden states, i = the input of
+        #: layer i (0 the embeddings, num_layers the last layer's output before the final norm)
+        self.layers_to_capture: tuple[int, ...] = ()
 
     def forward(self, input_ids, positions, forward_batch, input_embeds=None):
         hidden = input_embeds if input_embeds is not None else self.embed_tokens(input_ids)
         residual, shared_kv = None, None
-        for layer in self.layers:
+        aux: list[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            if i in self.layers_to_capture:  # the residual stream entering layer i (a new tensor)
+                aux.append(hidden.clone() if residual is None else hidden + residual)
             hidden, residual, shared_kv = layer(positions, hidden, forward_batch, residual, shared_kv)
+        if len(self.layers) in self.layers_to_capture:
+            aux.append(hidden + residual)
         hidden, _ = self.norm(hidden, residual)
-        return hidden
+        return (hidden, aux) if self.layers_to_capture else hidden
 
 
 class HunyuanForCausalLMBase(nn.Module):
@@ -285,6 +301,7 @@ class HunyuanForCausalLMBase(nn.Module):
         # (half the layers with CLA); RadixAttention.layer_id of every layer is its pair's slot.
         self.start_layer, self.end_layer = 0, cfg.num_kv_layers
         self._kv_logged = False
+        self.capture_aux_hidden_states = False  # EAGLE-3 (set_eagle3_layers_to_capture); SGLang reads it
         logger.info("hunyuan_plugins: %s served by %s.%s (%d layers, %d KV-cache layers%s, %s)", arch,
                     type(self).__module__, arch, cfg.num_layers, cfg.num_kv_layers,
                     ", CLA" if cfg.use_cla else "", self.quant_plan.describe(self._kernels(layer_quant)))
@@ -313,13 +330,35 @@ class HunyuanForCausalLMBase(nn.Module):
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
+    # ---- EAGLE-3 speculative decoding (AngelSlim's drafts on SGLang's LlamaForCausalLMEagle3) --------
+    def get_embed_and_head(self):
+        """The weights an EAGLE draft shares with the target (SGLang's EAGLE worker binds the embedding)."""
+        return self.model.embed_tokens.weight, self.lm_head.weight
+
+    def get_embed(self):
+        return self.model.embed_tokens.weight
+
+    def set_eagle3_layers_to_capture(self, layer_ids: list[int] | None = None) -> None:
+        """SGLang's EAGLE-3 hook, called on the target by its model runner (before any forward) with the
+        draft config's ``eagle_config.eagle_aux_hidden_state_layer_ids`` (or
+        ``--return-aux-hidden-state-layer-ids``), else None; see :func:`eagle3_capture_layers`."""
+        draft = _draft_config() if layer_ids is None else None
+        layers, source = eagle3_capture_layers(layer_ids, draft, self.cfg.num_layers)
+        self.model.layers_to_capture = layers
+        self.capture_aux_hidden_states = True
+        logger.info("hunyuan_plugins: EAGLE-3 auxiliary hidden states from the inputs of layers %s (%s)",
+                    layers, source)
+
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, forward_batch: ForwardBatch,
                 input_embeds: torch.Tensor | None = None, **kwargs):
         if not self._kv_logged:
             self._log_kv_pool(forward_batch)
         hidden = self.model(input_ids, positions, forward_batch, input_embeds)
-        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch)
+        aux = None
+        if self.model.layers_to_capture:
+            hidden, aux = hidden
+        return self.logits_processor(input_ids, hidden, self.lm_head, forward_batch, aux)
 
     def _log_kv_pool(self, forward_batch: ForwardBatch) -> None:
         self._kv_logged = True
@@ -376,6 +415,57 @@ class HunyuanForCausalLMBase(nn.Module):
         return params[target]
 
 
+def eagle3_capture_layers(layer_ids, draft_config: dict | None, num_layers: int) -> tuple[tuple[int, ...], str]:
+    """(inputs of which layers the target returns to an EAGLE-3 draft, where that choice came from).
+
+    The result is always in vLLM's and EAGLE-3's own convention: ``i`` = the residual stream entering
+    decoder layer ``i`` (0 the embeddings, ``num_layers`` the last layer's output before the final norm).
+
+    * ``layer_ids`` (what SGLang passes: the draft's ``eagle_config.eagle_aux_hidden_state_layer_ids``,
+      the only key SGLang 0.5.23 reads, or ``--return-aux-hidden-state-layer-ids``) follow SGLang's
+      convention, that of every SGLang model (llama, qwen2, qwen3_moe, ...): id ``i`` = the OUTPUT of
+      layer ``i`` = the input of layer ``i + 1``;
+    * else the draft's top-level ``eagle_aux_hidden_state_layer_ids`` (AngelSlim's / vLLM's key, which
+      SGLang ignores), in vLLM's convention (no shift; ``core.eagle3.draft_aux_layers``);
+    * else the default (2, L//2, L-3) (SGLang's, vLLM's and EAGLE-3's), refused with an error naming
+      the key for targets too shallow to have three distinct default layers.
+    """
+    if layer_ids is not None:
+        layers = tuple(int(i) + 1 for i in layer_ids)
+        source = (f"SGLang's eagle_aux_hidden_state_layer_ids={list(layer_ids)}, SGLang's convention: "
+                  "output of layer i = input of layer i+1")
+    elif draft_config is not None and draft_config.get("eagle_aux_hidden_state_layer_ids"):
+        layers = draft_aux_layers(draft_config, num_layers)
+        source = "the draft's top-level eagle_aux_hidden_state_layer_ids, vLLM's convention: input of layer i"
+    else:
+        try:
+            layers = default_aux_layers(num_layers)
+        except ValueError as e:
+            if draft_config is not None:
+                raise
+            raise ValueError(f"{e} (without a draft: --return-aux-hidden-state-layer-ids)") from None
+        source = "the default (2, L//2, L-3)"
+    bad = [i for i in layers if not 0 <= i <= num_layers]
+    if not layers or bad or len(set(layers)) != len(layers):
+        raise ValueError(f"eagle_aux_hidden_state_layer_ids: inputs of layers {list(layers)} ({source}) must be "
+                         f"distinct indices in 0..{num_layers} for this {num_layers}-layer target (the residual "
+                         f"stream entering layer i; {num_layers} = the last layer's output)")
+    return tuple(sorted(layers)), source
+
+
+def _draft_config() -> dict | None:
+    """config.json of the speculative draft SGLang serves with this target (None: no draft); a local
+    directory or a hub name, read as transformers reads it."""
+    from sglang.srt.runtime_context import get_spec
+    from transformers import PretrainedConfig
+
+    spec = get_spec()
+    if not spec.speculative_draft_model_path:
+        return None
+    config, _ = PretrainedConfig.get_config_dict(spec.speculative_draft_model_path,
+                                                 revision=spec.speculative_draft_model_revision)
+    return config
+
 
 class HunYuanMoEV1ForCausalLM(HunyuanForCausalLMBase):
     """Hunyuan-A13B (and any Hunyuan MoE without CLA)."""
@@ -390,3 +480,15 @@ class HunYuanDenseV1ForCausalLM(HunyuanForCausalLMBase):
 
 
 EntryClass = [HunYuanMoEV1ForCausalLM, HunYuanForCausalLM, HunYuanDenseV1ForCausalLM]
+
+try:  # never let the draft alias stand between SGLang and our Hunyuan classes
+    from sglang.srt.models.llama_eagle3 import LlamaForCausalLMEagle3
+except Exception as e:  # noqa: BLE001
+    logger.warning("hunyuan_plugins: no Eagle3LlamaForCausalLM alias (SGLang's llama_eagle3 did not import: %s)", e)
+else:
+    class Eagle3LlamaForCausalLM(LlamaForCausalLMEagle3):
+        """SGLang's EAGLE-3 Llama draft under the architecture name AngelSlim's training configs (and
+        ``core.eagle3``) write and vLLM accepts; SGLang 0.5.23 registers the class only as
+        ``LlamaForCausalLMEagle3`` and refuses ``Eagle3LlamaForCausalLM`` ("Cannot find model module")."""
+
+    EntryClass.append(Eagle3LlamaForCausalLM)

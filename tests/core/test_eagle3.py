@@ -12,6 +12,7 @@ from hunyuan_plugins.core.eagle3 import (
     DRAFT_ARCH,
     TRAIN_PROMPTS,
     acceptance,
+    check_aux_layers,
     continuations,
     default_aux_layers,
     draft_aux_layers,
@@ -38,6 +39,13 @@ def test_draft_aux_layers_read_from_config_and_checked():
     for bad in ([1, 2, 5], [1, 1, 2], [1, 2]):
         with pytest.raises(ValueError, match=r"eagle_aux_hidden_state_layer_ids.*4 layers"):
             draft_aux_layers({"eagle_aux_hidden_state_layer_ids": bad}, 4)
+
+
+def test_check_aux_layers_names_the_key_and_the_range():
+    assert check_aux_layers([1, 4], 4) == (1, 4)  # 4 = the last layer's output
+    for bad in ([1, 5], [2, 2], [], [-1, 2]):
+        with pytest.raises(ValueError, match=r"eagle_aux_hidden_state_layer_ids: inputs of layers .* in 0\.\.4"):
+            check_aux_layers(bad, 4)
 
 
 def test_no_draft_layout_for_cla_large(tmp_path):

@@ -122,17 +122,22 @@ def wait(proc: subprocess.Popen, timeout: float) -> int | None:
     return proc.returncode
 
 
-def run_engines(named_entries: dict[str, str], log_path: Path, env: dict | None = None,
-                args: list[str] | None = None, prompt_ids: list[int] = PROMPT_IDS) -> tuple[dict, str]:
-    """{name: run_engine entry} through SGLang's offline Engine, one subprocess -> (results by name, log)."""
-    rc = wait(start_engines(list(named_entries.values()), log_path, env, args, prompt_ids), timeout=1500)
+def read_results(named_entries: dict[str, str], log_path: Path) -> tuple[dict, str]:
+    """run_engine.py's RESULT lines in its log -> ({name: result or None}, log text)."""
     text = log_path.read_text()
     by_entry = {}
     for line in text.splitlines():
         if line.startswith("RESULT "):
             r = json.loads(line[len("RESULT "):])
             by_entry[r["entry"]] = r
-    results = {name: by_entry.get(entry) for name, entry in named_entries.items()}
+    return {name: by_entry.get(entry) for name, entry in named_entries.items()}, text
+
+
+def run_engines(named_entries: dict[str, str], log_path: Path, env: dict | None = None,
+                args: list[str] | None = None, prompt_ids: list[int] = PROMPT_IDS) -> tuple[dict, str]:
+    """{name: run_engine entry} through SGLang's offline Engine, one subprocess -> (results by name, log)."""
+    rc = wait(start_engines(list(named_entries.values()), log_path, env, args, prompt_ids), timeout=1500)
+    results, text = read_results(named_entries, log_path)
     if rc != 0 or None in results.values():
         pytest.fail(f"run_engine.py exited {rc}; missing results for "
                     f"{[n for n, r in results.items() if r is None]}; log tail:\n{text[-6000:]}")

@@ -20,7 +20,7 @@ import re
 
 import pytest
 import torch
-from conftest import MAX_NEW_TOKENS, PROMPT_IDS, start_engines, wait
+from conftest import MAX_NEW_TOKENS, PROMPT_IDS, read_results, start_engines, wait
 
 from hunyuan_plugins.core.eagle3 import (
     TRAIN_PROMPTS,
@@ -65,13 +65,7 @@ def eagle3(checkpoints, tmp_path_factory):
             assert stats["acceptance"] >= 0.95 and stats["acceptance_wrong_layers"] <= 0.05, stats
     finally:
         rc = wait(proc, timeout=1200)
-    log = (root / "engine.log").read_text()
-    by_entry = {}
-    for line in log.splitlines():
-        if line.startswith("RESULT "):
-            r = json.loads(line[len("RESULT "):])
-            by_entry[r["entry"]] = r
-    results = {name: by_entry.get(entry) for name, entry in entries.items()}
+    results, log = read_results(entries, root / "engine.log")
     missing = [n for n, r in results.items() if r is None and n != "dense-no-layer-ids"]
     if missing:
         pytest.fail(f"run_engine.py exited {rc}; no result for {missing}; log tail:\n{log[-6000:]}")

@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hunyuan_plugins.config import ARCH_DENSE, HunyuanConfig
-from hunyuan_plugins.core.model import RMSNorm, apply_rope, attend
+from hunyuan_plugins.core.model import MLP, RMSNorm, apply_rope, attend
 
 DRAFT_ARCH = "Eagle3LlamaForCausalLM"
 #: config.json's model_type per target architecture, as AngelSlim writes ``target_model_type``
@@ -57,6 +57,18 @@ def default_aux_layers(num_layers: int) -> tuple[int, ...]:
             f"a {num_layers}-layer target has no default EAGLE-3 auxiliary layers ((2, L//2, L-3) = {layers} "
             "are not three distinct layers): the draft's config.json must list them in "
             "'eagle_aux_hidden_state_layer_ids'")
+    return layers
+
+
+def check_aux_layers(layers, num_layers: int, where: str = "eagle_aux_hidden_state_layer_ids") -> tuple[int, ...]:
+    """Residual-stream indices a target hands an EAGLE-3 draft (``i`` = the input of layer ``i``,
+    ``num_layers`` = the last layer's output), checked: distinct and in 0..num_layers. Every adapter's
+    hook calls this with what its engine passed."""
+    layers = tuple(int(i) for i in layers)
+    if not layers or len(set(layers)) != len(layers) or not all(0 <= i <= num_layers for i in layers):
+        raise ValueError(f"{where}: inputs of layers {list(layers)} must be distinct indices in 0..{num_layers} "
+                         f"for this {num_layers}-layer target (the residual stream entering layer i; "
+                         f"{num_layers} = the last layer's output)")
     return layers
 
 
@@ -111,23 +123,12 @@ class DraftAttention(nn.Module):
         return self.o_proj(attend(q, k, v, 0).reshape(B, T, self.heads * d))
 
 
-class DraftMLP(nn.Module):
-    def __init__(self, hidden: int, inter: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=False)
-        self.up_proj = nn.Linear(hidden, inter, bias=False)
-        self.down_proj = nn.Linear(inter, hidden, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
 class DraftLayer(nn.Module):
     def __init__(self, c: dict):
         super().__init__()
         H, eps = c["hidden_size"], c["rms_norm_eps"]
         self.self_attn = DraftAttention(c)
-        self.mlp = DraftMLP(H, c["intermediate_size"])
+        self.mlp = MLP(H, c["intermediate_size"])  # Llama's SwiGLU = the core's
         self.hidden_norm = RMSNorm(H, eps)
         self.input_layernorm = RMSNorm(H, eps)
         self.post_attention_layernorm = RMSNorm(H, eps)

@@ -68,7 +68,7 @@ from torch import nn
 from hunyuan_plugins import ops, quant
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
-from hunyuan_plugins.core.eagle3 import default_aux_layers, draft_aux_layers
+from hunyuan_plugins.core.eagle3 import check_aux_layers, default_aux_layers, draft_aux_layers
 from hunyuan_plugins.core.model import fold_key_norm
 from hunyuan_plugins.sglang import quant_methods
 
@@ -445,12 +445,7 @@ def eagle3_capture_layers(layer_ids, draft_config: dict | None, num_layers: int)
                 raise
             raise ValueError(f"{e} (without a draft: --return-aux-hidden-state-layer-ids)") from None
         source = "the default (2, L//2, L-3)"
-    bad = [i for i in layers if not 0 <= i <= num_layers]
-    if not layers or bad or len(set(layers)) != len(layers):
-        raise ValueError(f"eagle_aux_hidden_state_layer_ids: inputs of layers {list(layers)} ({source}) must be "
-                         f"distinct indices in 0..{num_layers} for this {num_layers}-layer target (the residual "
-                         f"stream entering layer i; {num_layers} = the last layer's output)")
-    return tuple(sorted(layers)), source
+    return tuple(sorted(check_aux_layers(layers, num_layers, f"eagle_aux_hidden_state_layer_ids ({source})"))), source
 
 
 def _draft_config() -> dict | None:

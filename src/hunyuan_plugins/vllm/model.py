@@ -61,7 +61,7 @@ from vllm.sequence import IntermediateTensors
 
 from hunyuan_plugins.config import HunyuanConfig
 from hunyuan_plugins.core.checkpoint import fused_target, validated_weights
-from hunyuan_plugins.core.eagle3 import default_aux_layers
+from hunyuan_plugins.core.eagle3 import check_aux_layers, default_aux_layers
 from hunyuan_plugins.core.model import fold_key_norm
 from hunyuan_plugins.vllm import quant
 from hunyuan_plugins.vllm._compat import Attention, FusedMoEFactory
@@ -329,11 +329,7 @@ class HunyuanForCausalLMBase(nn.Module, SupportsPP, SupportsLoRA, SupportsEagle,
         return default_aux_layers(self.cfg.num_layers)
 
     def set_aux_hidden_state_layers(self, layers: tuple[int, ...]) -> None:
-        bad = [i for i in layers if not 0 <= i <= self.cfg.num_layers]
-        if bad:
-            raise ValueError(f"eagle_aux_hidden_state_layer_ids {list(layers)}: {bad} outside 0..{self.cfg.num_layers} "
-                             f"(the residual stream entering layer i; {self.cfg.num_layers} = the last layer's output)")
-        super().set_aux_hidden_state_layers(layers)
+        super().set_aux_hidden_state_layers(check_aux_layers(layers, self.cfg.num_layers))
         logger.info("hunyuan_plugins: EAGLE-3 auxiliary hidden states from the inputs of layers %s",
                     self.model.aux_hidden_state_layers)
 
